@@ -12,8 +12,11 @@ namespace moenav::quant {
 void quantize_row(DType type, const float* source, void* destination, int64_t n);
 void dequantize_row(DType type, const void* source, float* destination, int64_t n);
 
-// Whether quantize_row supports this type as a weight format.
+// Whether quantize_row supports this type as a weight format (Q8_K is an activation format:
+// quantize_row accepts it, can_quantize says false).
 bool can_quantize(DType type);
+// Whether dequantize_row supports this type.
+bool can_dequantize(DType type);
 
 // The activation format a weight type's integer dot product uses (Q8_0 for Q8_0/Q4_0, Q8_K for
 // k-quants); F32 for float weight types (dot in float).

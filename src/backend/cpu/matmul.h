@@ -5,6 +5,7 @@
 
 #include <cstdint>
 
+#include "backend/cpu/cpu_isa.h"
 #include "core/tensor.h"
 #include "core/thread_pool.h"
 
@@ -20,5 +21,12 @@ void matmul(const TensorView& weight, const float* input, int64_t n_tokens, floa
 // computes output[t, n] for n in [row_begin, row_end). output_stride is the row pitch of output.
 void matmul_rows(const TensorView& weight, const float* input, int64_t n_tokens, float* output,
                  int64_t output_stride, int64_t row_begin, int64_t row_end);
+
+// The same with the instruction set forced (tests and benchmarks compare the variants); isa must
+// be supported (isa_supported).
+void matmul(Isa isa, const TensorView& weight, const float* input, int64_t n_tokens,
+            float* output, ThreadPool& pool);
+void matmul_rows(Isa isa, const TensorView& weight, const float* input, int64_t n_tokens,
+                 float* output, int64_t output_stride, int64_t row_begin, int64_t row_end);
 
 }  // namespace moenav::cpu

@@ -1,0 +1,28 @@
+// Internal interface between matmul.cpp (threading, dispatch) and the kernel families
+// (matmul_float.cpp, dot_q8_0.cpp, dot_k_quants.cpp). Not for use outside backend/cpu.
+#pragma once
+
+#include <cstdint>
+
+#include "backend/cpu/cpu_isa.h"
+#include "core/dtype.h"
+
+namespace moenav::cpu::detail {
+
+// 16-bit float element types, distinguished so kernels overload on them.
+struct Bf16 {
+  uint16_t bits;
+};
+struct F16 {
+  uint16_t bits;
+};
+
+// Float path: output[t * output_stride + n] = dot(weight row n, input row t) for n in
+// [row_begin, row_end). weight rows are row_bytes apart and k_count elements long; input is
+// [n_tokens, k_count] f32. F32/F16/BF16 weights are read directly; other dtypes are dequantized
+// (the fallback for formats without an integer kernel).
+void matmul_float_rows(Isa isa, DType dtype, const uint8_t* weight, int64_t row_bytes,
+                       int64_t k_count, const float* input, int64_t n_tokens, float* output,
+                       int64_t output_stride, int64_t row_begin, int64_t row_end);
+
+}  // namespace moenav::cpu::detail
