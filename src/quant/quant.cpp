@@ -24,12 +24,12 @@ constexpr std::array<RowFunctions, static_cast<size_t>(DType::Count)> kRowFuncti
     {quantize_row_bf16, dequantize_row_bf16, DType::F32},   // BF16
     {quantize_row_q8_0, dequantize_row_q8_0, DType::Q8_0},  // Q8_0
     {quantize_row_q4_0, dequantize_row_q4_0, DType::Q8_0},  // Q4_0
-    {nullptr, nullptr, DType::Q8_K}   ,  // Q4_K
-    {nullptr, nullptr, DType::Q8_K}   ,  // Q5_K
-    {nullptr, nullptr, DType::Q8_K}   ,  // Q6_K
-    {nullptr, nullptr, DType::Q8_K}   ,  // Q2_K
-    {nullptr, nullptr, DType::Q8_K}   ,  // Q3_K
-    {nullptr, nullptr, DType::Q8_K}   ,  // Q8_K
+    {quantize_row_q4_k, dequantize_row_q4_k, DType::Q8_K},  // Q4_K
+    {quantize_row_q5_k, dequantize_row_q5_k, DType::Q8_K},  // Q5_K
+    {quantize_row_q6_k, dequantize_row_q6_k, DType::Q8_K},  // Q6_K
+    {quantize_row_q2_k, dequantize_row_q2_k, DType::Q8_K},  // Q2_K
+    {quantize_row_q3_k, dequantize_row_q3_k, DType::Q8_K},  // Q3_K
+    {quantize_row_q8_k, dequantize_row_q8_k, DType::Q8_K},  // Q8_K
     {},                                                     // I8
     {},                                                     // I16
     {},                                                     // I32

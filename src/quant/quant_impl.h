@@ -17,6 +17,20 @@ inline int nearest_int(float value) {
   return (bits & 0x007FFFFF) - 0x00400000;
 }
 
+// ggml's GROUP_MAX_EPS: a group whose largest magnitude is below this quantizes to zeros.
+constexpr float kGroupMaxEps = 1e-15f;
+constexpr int kMaxSearchLength = 32;  // longest group the scale searches handle
+
+// Scale searches of the k-quant reference quantizers (quant_k_search.cpp).
+// Affine levels in [0, max_level] with weights; returns the scale, stores -min (>= 0).
+float search_scale_min(int n, int max_level, const float* x, const float* weights,
+                       uint8_t* levels, float* negated_min, float rmin, float rdelta, int nstep,
+                       bool use_abs_error);
+// Symmetric levels l + max_level, l in [-max_level, max_level - 1], x*x weighted (Q6_K).
+float search_scale_symmetric(int n, int max_level, const float* x, int8_t* levels);
+// The same with single-level refinement passes (Q3_K).
+float search_scale_q3(int n, int max_level, const float* x, int8_t* levels);
+
 void quantize_row_f32(const float* source, void* destination, int64_t n);
 void dequantize_row_f32(const void* source, float* destination, int64_t n);
 void quantize_row_f16(const float* source, void* destination, int64_t n);
