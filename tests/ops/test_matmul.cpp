@@ -1,8 +1,14 @@
 // matmul against references, one table of cases (dtype x shape x tokens), every instruction set
 // variant this CPU supports forced in turn.
-//   Float weights (F32/F16/BF16) and the dequantize fallback: against a double-precision dot of
-//   the dequantized weights; per element |error| <= 1e-5 * sum |w * x| (f32 accumulation of K
-//   products with 8-16 partial sums is far inside that), and NMSE <= 1e-10.
+//   Float weights (F32/F16/BF16) and the dequantize fallback (Q2_K, Q3_K): against a
+//   double-precision dot of the dequantized weights; per element |error| <= 1e-5 * sum |w * x|
+//   (f32 accumulation of K products with 8-16 partial sums is far inside that), NMSE <= 1e-10.
+//   Integer kernels (Q8_0, Q4_0 x Q8_0; Q4_K, Q5_K, Q6_K x Q8_K): on the same quantized
+//   activations, the scalar integer reference against a double dot of dequantized weights and
+//   activations (same bounds), and every SIMD variant against the scalar reference: exact int32
+//   block sums, so only float accumulation order differs: |error| <= 1e-6 * sum |w * x|.
+//   End to end (f32 input quantized inside matmul) against the float reference: NMSE <= 1e-3
+//   (the activation quantization error, ~3e-5 for Q8_0 / Q8_K).
 #include <cmath>
 #include <random>
 #include <string>
@@ -76,6 +82,7 @@ std::vector<Case> cases() {
   std::vector<Case> table;
   const DType float_types[] = {DType::F32, DType::F16, DType::BF16};
   const DType block_types[] = {DType::Q8_0, DType::Q4_0};
+  const DType k_types[] = {DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::Q2_K, DType::Q3_K};
   const int64_t token_counts[] = {1, 3, 17, 64};
   for (int64_t tokens : token_counts) {
     for (DType dtype : float_types) {
@@ -85,6 +92,11 @@ std::vector<Case> cases() {
     }
     for (DType dtype : block_types) {
       for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 32}, {7, 64}, {33, 256}, {129, 1024}}) {
+        table.push_back({dtype, rows, cols, tokens});
+      }
+    }
+    for (DType dtype : k_types) {
+      for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 256}, {7, 512}, {33, 256}, {129, 1536}}) {
         table.push_back({dtype, rows, cols, tokens});
       }
     }
@@ -100,19 +112,32 @@ std::vector<cpu::Isa> supported_isas() {
   return isas;
 }
 
-void expect_close(const Case& c, cpu::Isa isa, const Problem& p, const std::vector<float>& output) {
+template <typename Reference>
+void expect_close(const std::string& name, const std::vector<float>& output,
+                  const Reference& reference, const std::vector<double>& magnitude,
+                  double tolerance, double max_nmse) {
   double error_sum = 0.0, reference_sum = 0.0;
   int reported = 0;
   for (size_t i = 0; i < output.size(); ++i) {
-    const double error = output[i] - p.reference[i];
+    const double error = output[i] - double{reference[i]};
     error_sum += error * error;
-    reference_sum += p.reference[i] * p.reference[i];
-    if (std::fabs(error) > 1e-5 * p.magnitude[i] + 1e-30 && reported++ < 3) {
-      ADD_FAILURE() << case_name(c, isa) << " element " << i << ": " << output[i] << " vs "
-                    << p.reference[i] << " (sum |w x| = " << p.magnitude[i] << ")";
+    reference_sum += double{reference[i]} * reference[i];
+    if (!(std::fabs(error) <= tolerance * magnitude[i] + 1e-30) && reported++ < 3) {
+      ADD_FAILURE() << name << " element " << i << ": " << output[i] << " vs " << reference[i]
+                    << " (sum |w x| = " << magnitude[i] << ")";
     }
   }
-  EXPECT_LE(error_sum / std::max(reference_sum, 1e-30), 1e-10) << case_name(c, isa);
+  EXPECT_LE(error_sum / std::max(reference_sum, 1e-30), max_nmse) << name;
+}
+
+void expect_close(const Case& c, cpu::Isa isa, const Problem& p, const std::vector<float>& output) {
+  const bool integer = cpu::input_format_for(c.dtype) != DType::F32;
+  if (integer) {  // activation quantization error: NMSE only
+    const std::vector<double> unbounded(output.size(), INFINITY);
+    expect_close(case_name(c, isa) + " end to end", output, p.reference, unbounded, 1.0, 1e-3);
+  } else {
+    expect_close(case_name(c, isa), output, p.reference, p.magnitude, 1e-5, 1e-10);
+  }
 }
 
 TEST(Matmul, MatchesReferenceEveryIsa) {
@@ -126,6 +151,73 @@ TEST(Matmul, MatchesReferenceEveryIsa) {
       expect_close(c, isa, p, output);
     }
   }
+}
+
+// Reference for the integer kernels: dequantized weights x dequantized prepared activations.
+void integer_reference(const Case& c, const Problem& p, const cpu::PreparedInput& prepared,
+                       std::vector<double>* reference, std::vector<double>* magnitude) {
+  std::vector<float> weights(static_cast<size_t>(c.rows * c.cols));
+  std::vector<float> activations(static_cast<size_t>(c.tokens * c.cols));
+  for (int64_t n = 0; n < c.rows; ++n) {
+    quant::dequantize_row(c.dtype, p.weight.row(n), weights.data() + n * c.cols, c.cols);
+  }
+  for (int64_t t = 0; t < c.tokens; ++t) {
+    quant::dequantize_row(prepared.format, prepared.quantized.data() + t * prepared.row_bytes(),
+                          activations.data() + t * c.cols, c.cols);
+  }
+  reference->assign(static_cast<size_t>(c.tokens * c.rows), 0.0);
+  magnitude->assign(static_cast<size_t>(c.tokens * c.rows), 0.0);
+  for (int64_t t = 0; t < c.tokens; ++t) {
+    for (int64_t n = 0; n < c.rows; ++n) {
+      double sum = 0.0, absolute = 0.0;
+      for (int64_t k = 0; k < c.cols; ++k) {
+        const double product = double{weights[n * c.cols + k]} * activations[t * c.cols + k];
+        sum += product;
+        absolute += std::fabs(product);
+      }
+      (*reference)[t * c.rows + n] = sum;
+      (*magnitude)[t * c.rows + n] = absolute;
+    }
+  }
+}
+
+TEST(Matmul, IntegerKernelsMatchScalarReference) {
+  uint32_t seed = 1000;
+  int checked = 0;
+  for (const Case& c : cases()) {
+    if (cpu::input_format_for(c.dtype) == DType::F32) continue;
+    const Problem p = make_problem(c, seed++);
+    cpu::PreparedInput prepared;
+    cpu::prepare_input(c.dtype, p.input.data(), c.tokens, c.cols, prepared);
+    ASSERT_EQ(prepared.format, quant::activation_type_for(c.dtype));
+    std::vector<double> reference, magnitude;
+    integer_reference(c, p, prepared, &reference, &magnitude);
+    std::vector<float> scalar(static_cast<size_t>(c.tokens * c.rows), NAN);
+    cpu::matmul_rows(p.weight, prepared, scalar.data(), c.rows, 0, c.rows, cpu::Isa::Scalar);
+    expect_close(case_name(c, cpu::Isa::Scalar) + " vs double", scalar, reference, magnitude, 1e-5, 1e-10);
+    for (cpu::Isa isa : supported_isas()) {
+      if (isa == cpu::Isa::Scalar) continue;
+      std::vector<float> output(scalar.size(), NAN);
+      cpu::matmul_rows(p.weight, prepared, output.data(), c.rows, 0, c.rows, isa);
+      expect_close(case_name(c, isa) + " vs scalar", output, scalar, magnitude, 1e-6, 1e-12);
+      ++checked;
+    }
+  }
+  EXPECT_GT(checked, 0) << "no SIMD variant on this CPU: only the scalar reference was checked";
+}
+
+TEST(Matmul, PreparedInputIsSharedAcrossWeights) {
+  // Two weights of different k-quant types share one Q8_K preparation.
+  const Case first{DType::Q4_K, 20, 512, 3}, second{DType::Q6_K, 9, 512, 3};
+  Problem a = make_problem(first, 5), b = make_problem(second, 6);
+  b.input = a.input;
+  cpu::PreparedInput prepared;
+  cpu::prepare_input(DType::Q4_K, a.input.data(), 3, 512, prepared);
+  ASSERT_EQ(cpu::input_format_for(DType::Q6_K), prepared.format);
+  std::vector<float> via_prepared(3 * 9), direct(3 * 9);
+  cpu::matmul_rows(b.weight, prepared, via_prepared.data(), 9, 0, 9);
+  cpu::matmul_rows(b.weight, b.input.data(), 3, direct.data(), 9, 0, 9);
+  EXPECT_EQ(via_prepared, direct);
 }
 
 TEST(Matmul, RowsSubrangeWithStride) {

@@ -1,6 +1,6 @@
 // matmul / matmul_rows: argument checks, the choice of kernel family by weight dtype and
-// instruction set, and the split of work across threads. The kernels themselves live in one file
-// per family (matmul_float.cpp, dot_*.cpp).
+// instruction set, activation preparation and the split of work across threads. The kernels
+// live in one file per family (matmul_float.cpp, dot_q8_0.cpp, dot_k_quants.cpp).
 //
 // Threading: rows of the weight are split in contiguous chunks, each a multiple of 16 rows so two
 // threads never write the same 64-byte line of the output, and only as many threads are woken as
@@ -11,12 +11,14 @@
 
 #include "backend/cpu/matmul_kernels.h"
 #include "core/check.h"
+#include "quant/quant.h"
 
 namespace moenav::cpu {
 namespace {
 
-constexpr int64_t kRowAlignment = 16;                // f32 outputs per 64-byte cache line
-constexpr int64_t kMinBytesPerThread = 64 * 1024;    // weight bytes x tokens worth a wake-up
+constexpr int64_t kRowAlignment = 16;              // f32 outputs per 64-byte cache line
+constexpr int64_t kMinBytesPerThread = 64 * 1024;  // weight bytes x tokens worth a wake-up
+constexpr int64_t kGroupBytes = 256 * 1024;        // weight rows kept in L2 while tokens stream
 
 int64_t useful_threads(const TensorView& weight, int64_t n_tokens, int pool_size) {
   const int64_t work = weight.bytes() * std::max<int64_t>(1, n_tokens);
@@ -25,24 +27,95 @@ int64_t useful_threads(const TensorView& weight, int64_t n_tokens, int pool_size
   return std::clamp<int64_t>(std::min(by_work, by_rows), 1, pool_size);
 }
 
-void check_arguments(const TensorView& weight, const float* input, int64_t n_tokens,
-                     const float* output) {
-  MOENAV_CHECK(!weight.empty() && input != nullptr && output != nullptr);
-  MOENAV_CHECK(n_tokens >= 0);
+void check_weight(const TensorView& weight) {
+  MOENAV_CHECK(!weight.empty());
   MOENAV_CHECK(row_size_valid(weight.dtype, weight.cols()));
+}
+
+detail::DotFn integer_kernel(Isa isa, DType weight_type) {
+  if (detail::DotFn dot = detail::dot_q8_0_family(isa, weight_type)) return dot;
+  return detail::dot_k_quant_family(isa, weight_type);
+}
+
+void integer_rows(detail::DotFn dot, const TensorView& weight, const PreparedInput& input,
+                  float* output, int64_t output_stride, int64_t row_begin, int64_t row_end) {
+  const int64_t row_bytes = weight.row_bytes();
+  const int64_t n_blocks = weight.cols() / dtype_block_size(weight.dtype);
+  const int64_t input_row_bytes = input.row_bytes();
+  const int64_t group_rows = std::max<int64_t>(1, kGroupBytes / row_bytes);
+  for (int64_t group = row_begin; group < row_end; group += group_rows) {
+    const int64_t group_end = std::min(row_end, group + group_rows);
+    for (int64_t t = 0; t < input.n_tokens; t += detail::kDotTokens) {
+      const int tokens = static_cast<int>(std::min<int64_t>(detail::kDotTokens, input.n_tokens - t));
+      const uint8_t* activations = input.quantized.data() + t * input_row_bytes;
+      for (int64_t row = group; row < group_end; ++row) {
+        dot(weight.row(row), activations, input_row_bytes, tokens, n_blocks,
+            output + t * output_stride + row, output_stride);
+      }
+    }
+  }
 }
 
 }  // namespace
 
-void matmul_rows(Isa isa, const TensorView& weight, const float* input, int64_t n_tokens,
-                 float* output, int64_t output_stride, int64_t row_begin, int64_t row_end) {
-  check_arguments(weight, input, n_tokens, output);
+DType input_format_for(DType weight_type) {
+  return integer_kernel(Isa::Scalar, weight_type) != nullptr
+             ? quant::activation_type_for(weight_type)
+             : DType::F32;
+}
+
+void prepare_input(DType weight_type, const float* input, int64_t n_tokens, int64_t cols,
+                   PreparedInput& prepared, ThreadPool* pool) {
+  MOENAV_CHECK(input != nullptr && n_tokens >= 0);
+  prepared.format = input_format_for(weight_type);
+  prepared.n_tokens = n_tokens;
+  prepared.cols = cols;
+  prepared.values = input;
+  if (prepared.format == DType::F32) {
+    prepared.quantized.clear();
+    return;
+  }
+  MOENAV_CHECK(row_size_valid(prepared.format, cols));
+  const int64_t row_bytes = prepared.row_bytes();
+  prepared.quantized.resize(static_cast<size_t>(row_bytes * n_tokens));
+  auto quantize_tokens = [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      quant::quantize_row(prepared.format, input + t * cols,
+                          prepared.quantized.data() + t * row_bytes, cols);
+    }
+  };
+  if (pool != nullptr && n_tokens > 1) {
+    pool->parallel_for(n_tokens, quantize_tokens);
+  } else {
+    quantize_tokens(0, n_tokens);
+  }
+}
+
+void matmul_rows(const TensorView& weight, const PreparedInput& input, float* output,
+                 int64_t output_stride, int64_t row_begin, int64_t row_end, Isa isa) {
+  check_weight(weight);
+  MOENAV_CHECK(output != nullptr && input.values != nullptr);
+  MOENAV_CHECK(input.cols == weight.cols());
+  MOENAV_CHECK(input.format == input_format_for(weight.dtype));
   MOENAV_CHECK(0 <= row_begin && row_begin <= row_end && row_end <= weight.rows());
   MOENAV_CHECK(isa_supported(isa));
-  if (n_tokens == 0 || row_begin == row_end) return;
-  detail::matmul_float_rows(isa, weight.dtype, static_cast<const uint8_t*>(weight.data),
-                            weight.row_bytes(), weight.cols(), input, n_tokens, output,
-                            output_stride, row_begin, row_end);
+  if (input.n_tokens == 0 || row_begin == row_end) return;
+  if (input.format == DType::F32) {
+    detail::matmul_float_rows(isa, weight.dtype, static_cast<const uint8_t*>(weight.data),
+                              weight.row_bytes(), weight.cols(), input.values, input.n_tokens,
+                              output, output_stride, row_begin, row_end);
+    return;
+  }
+  integer_rows(integer_kernel(isa, weight.dtype), weight, input, output, output_stride, row_begin,
+               row_end);
+}
+
+void matmul_rows(Isa isa, const TensorView& weight, const float* input, int64_t n_tokens,
+                 float* output, int64_t output_stride, int64_t row_begin, int64_t row_end) {
+  check_weight(weight);
+  thread_local PreparedInput prepared;
+  prepare_input(weight.dtype, input, n_tokens, weight.cols(), prepared);
+  matmul_rows(weight, prepared, output, output_stride, row_begin, row_end, isa);
 }
 
 void matmul_rows(const TensorView& weight, const float* input, int64_t n_tokens, float* output,
@@ -52,12 +125,18 @@ void matmul_rows(const TensorView& weight, const float* input, int64_t n_tokens,
 
 void matmul(Isa isa, const TensorView& weight, const float* input, int64_t n_tokens,
             float* output, ThreadPool& pool) {
-  check_arguments(weight, input, n_tokens, output);
+  check_weight(weight);
+  MOENAV_CHECK(output != nullptr);
   const int64_t n_rows = weight.rows();
   if (n_tokens == 0 || n_rows == 0) return;
+  // The caller's buffer, reused across calls. Workers must reach it through a reference: naming a
+  // thread_local inside the lambda would give each worker its own (empty) instance.
+  thread_local PreparedInput caller_prepared;
+  PreparedInput& prepared = caller_prepared;
+  prepare_input(weight.dtype, input, n_tokens, weight.cols(), prepared, &pool);
   const int64_t threads = useful_threads(weight, n_tokens, pool.size());
   if (threads == 1) {
-    matmul_rows(isa, weight, input, n_tokens, output, n_rows, 0, n_rows);
+    matmul_rows(weight, prepared, output, n_rows, 0, n_rows, isa);
     return;
   }
   const int64_t rows_per_thread = (n_rows + threads - 1) / threads;
@@ -65,7 +144,7 @@ void matmul(Isa isa, const TensorView& weight, const float* input, int64_t n_tok
   pool.run([&](int thread, int) {
     const int64_t begin = std::min(n_rows, thread * chunk);
     const int64_t end = std::min(n_rows, begin + chunk);
-    if (begin < end) matmul_rows(isa, weight, input, n_tokens, output, n_rows, begin, end);
+    if (begin < end) matmul_rows(weight, prepared, output, n_rows, begin, end, isa);
   });
 }
 

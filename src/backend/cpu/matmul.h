@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "backend/cpu/cpu_isa.h"
 #include "core/tensor.h"
@@ -13,7 +14,9 @@ namespace moenav::cpu {
 
 // output[t, n] = sum_k input[t, k] * weight[n, k]
 //   weight: [N, K] (any dtype), input: [n_tokens, K] f32 row-major, output: [n_tokens, N] f32.
-// Splits the work across the pool (by rows of the weight for decode, by blocks for prefill).
+// Splits the work across the pool by rows of the weight, in chunks of whole 64-byte output lines,
+// waking only as many threads as the work pays for. Quantized activations are prepared once per
+// call, in parallel, and shared by all threads.
 void matmul(const TensorView& weight, const float* input, int64_t n_tokens, float* output,
             ThreadPool& pool);
 
@@ -28,5 +31,31 @@ void matmul(Isa isa, const TensorView& weight, const float* input, int64_t n_tok
             float* output, ThreadPool& pool);
 void matmul_rows(Isa isa, const TensorView& weight, const float* input, int64_t n_tokens,
                  float* output, int64_t output_stride, int64_t row_begin, int64_t row_end);
+
+// Activations prepared once for a weight dtype: quantized to its activation format (Q8_0 for
+// Q8_0/Q4_0, Q8_K for Q4_K/Q5_K/Q6_K) or kept as f32 (float weights, and block types without an
+// integer kernel, which dequantize). One preparation serves every weight with the same activation
+// format and K: all experts of a layer, or gate and up projections.
+struct PreparedInput {
+  DType format = DType::F32;
+  int64_t n_tokens = 0;
+  int64_t cols = 0;                 // K
+  const float* values = nullptr;    // [n_tokens, K] f32 (not owned), always set
+  std::vector<uint8_t> quantized;   // [n_tokens, row_bytes()] when format != F32
+  int64_t row_bytes() const { return dtype_bytes(format, cols); }
+};
+
+// The activation format matmul uses for this weight dtype (F32 when it multiplies in float).
+DType input_format_for(DType weight_type);
+
+// Fills `prepared` for `weight_type` (reusing its buffer). With a pool, tokens are quantized in
+// parallel. input must outlive the uses of prepared.
+void prepare_input(DType weight_type, const float* input, int64_t n_tokens, int64_t cols,
+                   PreparedInput& prepared, ThreadPool* pool = nullptr);
+
+// matmul_rows on a prepared input (input.format must be input_format_for(weight.dtype)).
+void matmul_rows(const TensorView& weight, const PreparedInput& input, float* output,
+                 int64_t output_stride, int64_t row_begin, int64_t row_end,
+                 Isa isa = best_isa());
 
 }  // namespace moenav::cpu

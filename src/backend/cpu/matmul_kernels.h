@@ -25,4 +25,16 @@ void matmul_float_rows(Isa isa, DType dtype, const uint8_t* weight, int64_t row_
                        int64_t k_count, const float* input, int64_t n_tokens, float* output,
                        int64_t output_stride, int64_t row_begin, int64_t row_end);
 
+// Integer path: one weight row (n_blocks blocks) against n_tokens (1..kDotTokens) rows of
+// quantized activations (Q8_0 or Q8_K blocks, rows activation_row_bytes apart):
+// output[t * output_stride] = dot(weight row, activation row t).
+constexpr int kDotTokens = 4;
+using DotFn = void (*)(const uint8_t* weight_row, const uint8_t* activations,
+                       int64_t activation_row_bytes, int n_tokens, int64_t n_blocks,
+                       float* output, int64_t output_stride);
+
+// nullptr when the family has no kernel for this weight type.
+DotFn dot_q8_0_family(Isa isa, DType weight_type);     // Q8_0, Q4_0 x Q8_0 (dot_q8_0.cpp)
+DotFn dot_k_quant_family(Isa isa, DType weight_type);  // Q4_K, Q5_K, Q6_K x Q8_K (dot_k_quants.cpp)
+
 }  // namespace moenav::cpu::detail

@@ -1,0 +1,131 @@
+// Integer dot products of the k-quants (Q4_K, Q5_K, Q6_K) with Q8_K activations: AVX-512 and
+// AVX2 builds of one 256-bit body (dot_k_quants_body.inc) and the scalar reference. On Zen4 a
+// 512-bit integer op costs two 256-bit ones, so the AVX-512 build gains only EVEX encodings and 32
+// registers here; see dot_q8_0.cpp for why these are intrinsics rather than Highway.
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#include "backend/cpu/matmul_kernels.h"
+#include "quant/blocks.h"
+#include "quant/quant.h"
+
+namespace moenav::cpu::detail {
+namespace {
+
+// The 8 6-bit scales and mins of a Q4_K / Q5_K super-block, four at a time from 32-bit words
+// (same result as quant::unpack_scale_min_k4 for j = 0..7).
+inline void unpack_k4_scales(const uint8_t* packed, uint8_t* scales, uint8_t* mins) {
+  uint32_t a, b, c;
+  std::memcpy(&a, packed, 4);
+  std::memcpy(&b, packed + 4, 4);
+  std::memcpy(&c, packed + 8, 4);
+  const uint32_t low_scales = a & 0x3F3F3F3F;
+  const uint32_t low_mins = b & 0x3F3F3F3F;
+  const uint32_t high_scales = (c & 0x0F0F0F0F) | (((a >> 6) & 0x03030303) << 4);
+  const uint32_t high_mins = ((c >> 4) & 0x0F0F0F0F) | (((b >> 6) & 0x03030303) << 4);
+  std::memcpy(scales, &low_scales, 4);
+  std::memcpy(scales + 4, &high_scales, 4);
+  std::memcpy(mins, &low_mins, 4);
+  std::memcpy(mins + 4, &high_mins, 4);
+}
+
+namespace scalar {
+
+// Level (unsigned, as stored) of element i of a super-block.
+int level(const quant::BlockQ4_K& block, int i) {
+  const int packed = block.qs[32 * (i / 64) + i % 32];
+  return (i % 64) < 32 ? packed & 0xF : packed >> 4;
+}
+int level(const quant::BlockQ5_K& block, int i) {
+  const int packed = block.qs[32 * (i / 64) + i % 32];
+  const int low = (i % 64) < 32 ? packed & 0xF : packed >> 4;
+  const int shift = 2 * (i / 64) + ((i % 64) < 32 ? 0 : 1);
+  return low | (((block.qh[i % 32] >> shift) & 1) << 4);
+}
+int level(const quant::BlockQ6_K& block, int i) {
+  const int h = i / 128, k = (i % 128) / 32, l = i % 32;
+  const int packed = block.ql[64 * h + 32 * (k % 2) + l];
+  const int low = k < 2 ? packed & 0xF : packed >> 4;
+  return low | (((block.qh[32 * h + l] >> (2 * k)) & 3) << 4);
+}
+
+// The reference: exact int32 sums per super-block, then
+// sum += (d_x * d) * sum(sc q x) - (d_x * dmin) * sum(m * bsum)  (Q4_K, Q5_K)
+// sum += (d_x * d) * sum(sc (q - 32) x)                          (Q6_K)
+template <typename Block>
+void dot_k_tokens(const uint8_t* weight_row, const uint8_t* activations,
+                  int64_t activation_row_bytes, int n_tokens, int64_t nb, float* output,
+                  int64_t output_stride) {
+  const auto* w = reinterpret_cast<const Block*>(weight_row);
+  for (int t = 0; t < n_tokens; ++t) {
+    const auto* a = reinterpret_cast<const quant::BlockQ8_K*>(activations + t * activation_row_bytes);
+    float sum = 0.0f;
+    for (int64_t b = 0; b < nb; ++b) {
+      int32_t level_sum = 0;
+      if constexpr (std::is_same_v<Block, quant::BlockQ6_K>) {
+        for (int i = 0; i < quant::kSuperBlock; ++i) {
+          level_sum += w[b].scales[i / 16] * (level(w[b], i) - 32) * a[b].qs[i];
+        }
+        sum += (a[b].d * quant::fp16_to_fp32(w[b].d)) * static_cast<float>(level_sum);
+      } else {
+        uint8_t scales[8], mins[8];
+        unpack_k4_scales(w[b].scales, scales, mins);
+        int32_t min_sum = 0;
+        for (int i = 0; i < quant::kSuperBlock; ++i) level_sum += scales[i / 32] * level(w[b], i) * a[b].qs[i];
+        for (int j = 0; j < 16; ++j) min_sum += mins[j / 2] * a[b].bsums[j];
+        sum += (a[b].d * quant::fp16_to_fp32(w[b].d)) * static_cast<float>(level_sum) -
+               (a[b].d * quant::fp16_to_fp32(w[b].dmin)) * static_cast<float>(min_sum);
+      }
+    }
+    output[t * output_stride] = sum;
+  }
+}
+
+}  // namespace scalar
+
+#if defined(__x86_64__) && defined(__GNUC__)
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+namespace avx2 {
+#include "backend/cpu/dot_k_quants_body.inc"
+}  // namespace avx2
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")
+namespace avx512 {
+#include "backend/cpu/dot_k_quants_body.inc"
+}  // namespace avx512
+#pragma GCC pop_options
+
+#endif
+
+template <typename Block>
+DotFn for_isa(Isa isa) {
+  switch (isa) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    case Isa::Avx512: return &avx512::dot_k_tokens<Block>;
+    case Isa::Avx2: return &avx2::dot_k_tokens<Block>;
+#endif
+    default: return &scalar::dot_k_tokens<Block>;
+  }
+}
+
+}  // namespace
+
+DotFn dot_k_quant_family(Isa isa, DType weight_type) {
+  switch (weight_type) {
+    case DType::Q4_K: return for_isa<quant::BlockQ4_K>(isa);
+    case DType::Q5_K: return for_isa<quant::BlockQ5_K>(isa);
+    case DType::Q6_K: return for_isa<quant::BlockQ6_K>(isa);
+    default: return nullptr;
+  }
+}
+
+}  // namespace moenav::cpu::detail
