@@ -38,6 +38,16 @@ class Tokenizer {
   std::optional<int32_t> eos_id() const;
   std::optional<std::string> chat_template() const;  // Jinja source, if the model has one
 
+  // Whether the model's files ask for a BOS token in front of a prompt (tokenizer_config.json
+  // add_bos_token or a post-processor that adds one; GGUF tokenizer.ggml.add_bos_token).
+  bool add_bos_by_default() const;
+  // The id of a vocabulary piece as the vocabulary spells it ("Ġthe", "▁the") or of an added
+  // token ("<|im_end|>"); nullopt if there is none.
+  std::optional<int32_t> token_id(std::string_view piece) const;
+  std::string piece(int32_t id) const;  // the inverse of token_id; empty when out of range
+  // Control and unknown tokens (<s>, </s>, <|endoftext|>, <unk>): callers usually hide these.
+  bool is_special(int32_t id) const;
+
   struct Impl;
 
  private:
