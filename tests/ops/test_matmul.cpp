@@ -6,7 +6,8 @@
 //   Integer kernels (Q8_0, Q4_0 x Q8_0; Q4_K, Q5_K, Q6_K x Q8_K): on the same quantized
 //   activations, the scalar integer reference against a double dot of dequantized weights and
 //   activations (same bounds), and every SIMD variant against the scalar reference: exact int32
-//   block sums, so only float accumulation order differs: |error| <= 1e-6 * sum |w * x|.
+//   block sums, so only float accumulation order differs: |error| <= 1e-6 * sum |w * x|
+//   (NMSE <= 1e-10: a single output may be a near-cancellation).
 //   End to end (f32 input quantized inside matmul) against the float reference: NMSE <= 1e-3
 //   (the activation quantization error, ~3e-5 for Q8_0 / Q8_K).
 #include <cmath>
@@ -199,7 +200,7 @@ TEST(Matmul, IntegerKernelsMatchScalarReference) {
       if (isa == cpu::Isa::Scalar) continue;
       std::vector<float> output(scalar.size(), NAN);
       cpu::matmul_rows(p.weight, prepared, output.data(), c.rows, 0, c.rows, isa);
-      expect_close(case_name(c, isa) + " vs scalar", output, scalar, magnitude, 1e-6, 1e-12);
+      expect_close(case_name(c, isa) + " vs scalar", output, scalar, magnitude, 1e-6, 1e-10);
       ++checked;
     }
   }

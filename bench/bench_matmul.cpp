@@ -1,0 +1,177 @@
+// matmul speed per weight format, against this machine's measured memory read bandwidth.
+//   matvec:  one token x >= 100 MB of weights (K = 4096): decode is a stream over the weights, so
+//            the figure of merit is weight GB/s, bounded by the bandwidth measured here (a
+//            parallel sum over a 1 GiB buffer, same threads).
+//   prefill: 512 tokens x [K = 256 -> N = 192, 256, 4096]: GFLOP/s (2 N K T flops).
+// Prints Google Benchmark's table, then one JSON line per case (best of the repetitions).
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <benchmark/benchmark.h>
+
+#include "backend/cpu/matmul.h"
+#include "core/thread_pool.h"
+#include "quant/quant.h"
+
+namespace {
+
+using moenav::DType;
+using moenav::TensorView;
+
+// MOENAV_BENCH_THREADS=n overrides the thread count (default: all hardware threads).
+moenav::ThreadPool& pool() {
+  static moenav::ThreadPool instance(std::getenv("MOENAV_BENCH_THREADS") ? std::atoi(std::getenv("MOENAV_BENCH_THREADS")) : 0);
+  return instance;
+}
+
+struct Result {
+  std::string kind;
+  DType dtype;
+  int64_t rows, cols, tokens, weight_bytes;
+  double best_seconds = INFINITY;
+};
+std::map<std::string, Result>& results() {
+  static std::map<std::string, Result> instance;
+  return instance;
+}
+
+// Weights of `rows` x `cols`: a few rows quantized from Gaussian data, repeated (quantizing
+// 100 MB with the reference k-quant quantizers would take minutes; the kernels do not care).
+std::vector<uint8_t> make_weights(DType dtype, int64_t rows, int64_t cols) {
+  constexpr int64_t kDistinctRows = 16;
+  std::mt19937 rng(42);
+  std::normal_distribution<float> normal(0.0f, 0.05f);
+  const int64_t row_bytes = moenav::dtype_bytes(dtype, cols);
+  std::vector<uint8_t> bytes(static_cast<size_t>(row_bytes * rows));
+  std::vector<float> row(static_cast<size_t>(cols));
+  for (int64_t r = 0; r < std::min(rows, kDistinctRows); ++r) {
+    for (float& v : row) v = normal(rng);
+    moenav::quant::quantize_row(dtype, row.data(), bytes.data() + r * row_bytes, cols);
+  }
+  for (int64_t r = kDistinctRows; r < rows; ++r) {
+    std::memcpy(bytes.data() + r * row_bytes, bytes.data() + (r % kDistinctRows) * row_bytes,
+                static_cast<size_t>(row_bytes));
+  }
+  return bytes;
+}
+
+double measured_bandwidth_gbps() {
+  static const double bandwidth = [] {
+    const int64_t n = (int64_t{1} << 30) / int64_t{sizeof(float)};
+    std::vector<float> buffer(static_cast<size_t>(n));
+    pool().parallel_for(n, [&](int64_t begin, int64_t end) {  // first touch by the readers
+      for (int64_t i = begin; i < end; ++i) buffer[i] = static_cast<float>(i & 7);
+    });
+    double best = INFINITY;
+    std::vector<double> partial(64);
+    for (int repeat = 0; repeat < 5; ++repeat) {
+      const auto start = std::chrono::steady_clock::now();
+      pool().run([&](int thread, int n_threads) {
+        const int64_t begin = n * thread / n_threads, end = n * (thread + 1) / n_threads;
+        float sums[16] = {};
+        for (int64_t i = begin; i + 16 <= end; i += 16)
+          for (int j = 0; j < 16; ++j) sums[j] += buffer[i + j];
+        double total = 0;
+        for (float s : sums) total += s;
+        partial[thread] = total;
+      });
+      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+      benchmark::DoNotOptimize(partial.data());
+    }
+    return static_cast<double>(n * sizeof(float)) / best / 1e9;
+  }();
+  return bandwidth;
+}
+
+void run_case(benchmark::State& state, const std::string& kind, DType dtype, int64_t rows,
+              int64_t cols, int64_t tokens) {
+  const std::vector<uint8_t> weights = make_weights(dtype, rows, cols);
+  const TensorView view{dtype, moenav::Shape{rows, cols}, weights.data()};
+  std::vector<float> input(static_cast<size_t>(tokens * cols));
+  std::mt19937 rng(1);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (float& v : input) v = normal(rng);
+  std::vector<float> output(static_cast<size_t>(tokens * rows));
+  const std::string key = kind + "/" + std::string(moenav::dtype_name(dtype)) + "/" +
+                          std::to_string(rows) + "x" + std::to_string(cols) + "x" + std::to_string(tokens);
+  Result& result = results()[key];
+  result = {kind, dtype, rows, cols, tokens, view.bytes()};
+  moenav::cpu::matmul(view, input.data(), tokens, output.data(), pool());  // warm-up
+  for (auto _ : state) {
+    const auto start = std::chrono::steady_clock::now();
+    moenav::cpu::matmul(view, input.data(), tokens, output.data(), pool());
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    result.best_seconds = std::min(result.best_seconds, seconds);
+    state.SetIterationTime(seconds);
+    benchmark::DoNotOptimize(output.data());
+  }
+  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(view.bytes()) * state.iterations() / 1e9,
+                                              benchmark::Counter::kIsRate);
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * rows * cols * tokens * state.iterations() / 1e9,
+                                                 benchmark::Counter::kIsRate);
+}
+
+constexpr DType kFormats[] = {DType::F32, DType::BF16, DType::F16, DType::Q8_0, DType::Q4_0,
+                              DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::Q3_K, DType::Q2_K};
+
+void register_cases() {
+  constexpr int64_t kMatvecCols = 4096;
+  constexpr int64_t kMatvecBytes = 100'000'000;
+  for (DType dtype : kFormats) {
+    const int64_t rows = (kMatvecBytes + moenav::dtype_bytes(dtype, kMatvecCols) - 1) /
+                         moenav::dtype_bytes(dtype, kMatvecCols);
+    const std::string name = "matvec/" + std::string(moenav::dtype_name(dtype));
+    benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& state) {
+      run_case(state, "matvec", dtype, rows, kMatvecCols, 1);
+    })->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(0.5);
+  }
+  for (DType dtype : kFormats) {
+    for (int64_t rows : {192, 256, 4096}) {
+      const std::string name = "prefill/" + std::string(moenav::dtype_name(dtype)) + "/N=" + std::to_string(rows);
+      benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& state) {
+        run_case(state, "prefill", dtype, rows, 256, 512);
+      })->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(0.3);
+    }
+  }
+}
+
+void print_json() {
+  const double bandwidth = measured_bandwidth_gbps();
+  std::printf("{\"bench\":\"memory_read\",\"buffer_bytes\":%lld,\"threads\":%d,\"gb_per_s\":%.2f}\n",
+              static_cast<long long>(int64_t{1} << 30), pool().size(), bandwidth);
+  for (const auto& [key, r] : results()) {
+    const double gbps = r.weight_bytes / r.best_seconds / 1e9;
+    const double gflops = 2.0 * r.rows * r.cols * r.tokens / r.best_seconds / 1e9;
+    std::printf("{\"bench\":\"%s\",\"dtype\":\"%s\",\"N\":%lld,\"K\":%lld,\"tokens\":%lld,"
+                "\"isa\":\"%s\",\"threads\":%d,\"weight_bytes\":%lld,\"seconds\":%.6g,"
+                "\"weight_gb_per_s\":%.2f,\"gflop_per_s\":%.2f,\"fraction_of_memory_bw\":%.3f}\n",
+                r.kind.c_str(), std::string(moenav::dtype_name(r.dtype)).c_str(),
+                static_cast<long long>(r.rows), static_cast<long long>(r.cols),
+                static_cast<long long>(r.tokens),
+                std::string(moenav::cpu::isa_name(moenav::cpu::best_isa())).c_str(), pool().size(),
+                static_cast<long long>(r.weight_bytes), r.best_seconds, gbps, gflops,
+                gbps / bandwidth);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  register_cases();
+  std::printf("memory read bandwidth: %.2f GB/s (1 GiB sum, %d threads)\n", measured_bandwidth_gbps(),
+              pool().size());
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  print_json();
+  return 0;
+}
