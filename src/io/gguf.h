@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -29,6 +30,11 @@ struct GgufValue {
   GgufType element_type = GgufType::Uint32;  // for arrays
 };
 
+std::string_view gguf_type_name(GgufType type);  // "uint32", "string", ...
+// A short readable rendering for inspect and error messages: 6, 1e-05, "llama",
+// [4096 x string: "<s>", "</s>", ...] (arrays show at most max_elements elements).
+std::string gguf_value_to_string(const GgufValue& value, size_t max_elements = 8);
+
 class GgufFile {
  public:
   static Expected<GgufFile> open(const std::string& path);
@@ -37,6 +43,10 @@ class GgufFile {
   uint32_t version() const { return version_; }
   int64_t alignment() const { return alignment_; }
   const std::map<std::string, GgufValue>& metadata() const { return metadata_; }
+  // Metadata keys and tensor names in file order (for inspect, and for tools that rewrite a file
+  // and should keep its layout).
+  const std::vector<std::string>& metadata_keys() const { return metadata_keys_; }
+  const std::vector<std::string>& tensor_names() const { return tensor_names_; }
   bool has(const std::string& key) const { return metadata_.count(key) != 0; }
 
   // Typed accessors: nullopt if missing or of an incompatible type. Integers of any width
@@ -58,6 +68,8 @@ class GgufFile {
   uint32_t version_ = 0;
   int64_t alignment_ = 32;
   std::map<std::string, GgufValue> metadata_;
+  std::vector<std::string> metadata_keys_;
+  std::vector<std::string> tensor_names_;
   WeightIndex weights_;
   friend class GgufParser;
 };
