@@ -1,0 +1,50 @@
+#include "cli/options.h"
+
+#include <fmt/format.h>
+
+namespace moenav::cli {
+
+void add_engine_options(CLI::App& command, EngineOptions& options) {
+  command.add_option("model", options.model, "Hugging Face model directory or .gguf file")->required();
+  command.add_option("--config", options.config_file, "EngineConfig JSON file (from `moenav tune`)");
+  for (const ConfigOption& row : config_options()) {
+    const std::string path(row.path);
+    command.add_option_function<std::string>(
+        std::string(row.flag),
+        [&options, path](const std::string& value) { options.flag_values[path] = value; },
+        fmt::format("{} [{}]", row.help, path))->group("Engine options");
+  }
+}
+
+Expected<EngineConfig> resolve_config(const EngineOptions& options) {
+  EngineConfig config;
+  if (!options.config_file.empty()) {
+    MOENAV_ASSIGN_OR_RETURN(config, config_from_file(options.config_file));
+  }
+  MOENAV_RETURN_IF_ERROR(apply_environment(config));
+  for (const auto& [path, value] : options.flag_values) {
+    MOENAV_RETURN_IF_ERROR(set_option(config, path, value));
+  }
+  return config;
+}
+
+std::unique_ptr<Engine> open_engine(const EngineOptions& options) {
+  auto config = resolve_config(options);
+  if (!config.ok()) {
+    fail(config.status());
+    return nullptr;
+  }
+  auto engine = Engine::create(options.model, *config);
+  if (!engine.ok()) {
+    fail(engine.status());
+    return nullptr;
+  }
+  return std::move(engine).value();
+}
+
+int fail(const Status& status) {
+  fmt::print(stderr, "moenav: error: {}\n", status.message());
+  return 1;
+}
+
+}  // namespace moenav::cli

@@ -1,0 +1,90 @@
+// The engine: a loaded model, its tokenizer and an EngineConfig, ready to run forward passes for
+// any number of sequences (Sessions). Everything the CLI, the server and the tuner do goes through
+// this API.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "moenav/engine_config.h"
+#include "moenav/status.h"
+
+namespace moenav {
+
+struct Model;
+struct ModelConfig;
+struct Routing;
+class Tokenizer;
+class ThreadPool;
+class KvCache;
+class ExpertStore;
+class RoutingPolicy;
+
+// One sequence: its tokens so far and its KV cache.
+class Session {
+ public:
+  ~Session();
+  int64_t position() const { return static_cast<int64_t>(tokens_.size()); }
+  int64_t context() const;
+  const std::vector<int32_t>& tokens() const { return tokens_; }
+  void reset() { tokens_.clear(); }
+
+ private:
+  friend class Engine;
+  Session(std::unique_ptr<KvCache> cache);
+  std::unique_ptr<KvCache> cache_;
+  std::vector<int32_t> tokens_;
+};
+
+struct ForwardRequest {
+  Session* session = nullptr;
+  std::span<const int32_t> tokens;  // appended to the session
+  bool all_logits = false;          // logits for every token, else only for the last
+};
+
+class Engine {
+ public:
+  static Expected<std::unique_ptr<Engine>> create(const std::string& model_path,
+                                                  const EngineConfig& config);
+  ~Engine();
+
+  const Model& model() const { return *model_; }
+  const ModelConfig& model_config() const;
+  // The tokenizer; require_tokenizer() says why there is none (golden checkpoints carry none).
+  const Tokenizer& tokenizer() const { return *tokenizer_; }
+  bool has_tokenizer() const { return tokenizer_ != nullptr; }
+  Status require_tokenizer() const;
+  const EngineConfig& config() const { return config_; }
+  int64_t context_length() const { return context_; }
+  int64_t vocab_size() const;  // logits per token
+  ThreadPool& pool() { return *pool_; }
+
+  std::unique_ptr<Session> new_session() const;
+
+  // One forward pass over the tokens of several sequences together. logits->at(i) receives
+  // [n_tokens_i or 1, vocab] floats for request i. Errors: context overflow, bad token ids.
+  Status forward(std::span<const ForwardRequest> requests, std::vector<std::vector<float>>* logits);
+
+  // Feeds `tokens` to one session in chunks of batch.ubatch; returns the logits of the last
+  // token, or of every token when all_logits.
+  Expected<std::vector<float>> evaluate(Session& session, std::span<const int32_t> tokens,
+                                        bool all_logits = false);
+
+  // Called with every MoE layer's routing (traces, statistics).
+  void set_routing_observer(std::function<void(int64_t layer, const Routing&)> observer);
+
+ private:
+  Engine();
+  struct State;
+  std::unique_ptr<Model> model_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<State> state_;
+  EngineConfig config_;
+  int64_t context_ = 0;
+};
+
+}  // namespace moenav

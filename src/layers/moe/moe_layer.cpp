@@ -1,0 +1,83 @@
+#include "layers/moe/moe_layer.h"
+
+#include <algorithm>
+
+#include "backend/cpu/matmul.h"
+#include "layers/ffn.h"
+
+namespace moenav {
+namespace {
+
+// Dispatch: for each expert, the (row, slot) pairs routed to it, experts in first-use order.
+struct Dispatch {
+  std::vector<int32_t> order;                          // experts with work, first-use order
+  std::vector<std::vector<std::pair<int64_t, int64_t>>> assignments;  // [n_experts] -> (row, slot)
+};
+
+void build_dispatch(const Routing& routing, int64_t n_experts, Dispatch& dispatch) {
+  dispatch.order.clear();
+  dispatch.assignments.assign(static_cast<size_t>(n_experts), {});
+  for (int64_t t = 0; t < routing.n_tokens; ++t) {
+    for (int64_t slot = 0; slot < routing.k; ++slot) {
+      const int32_t expert = routing.expert(t, slot);
+      if (expert < 0) continue;
+      auto& rows = dispatch.assignments[static_cast<size_t>(expert)];
+      if (rows.empty()) dispatch.order.push_back(expert);
+      rows.emplace_back(t, slot);
+    }
+  }
+}
+
+}  // namespace
+
+void moe_forward(const ModelConfig& config, const LayerWeights& weights, int64_t layer,
+                 const MoeContext& context, const float* normed, int64_t n_rows, float* output,
+                 Workspace& work, ThreadPool& pool) {
+  const int64_t hidden = config.hidden;
+  // Router
+  float* router_logits = work.router_logits.data();  // [T, n_experts]
+  cpu::matmul(weights.router, normed, n_rows, router_logits, pool);
+  Routing routing;
+  const int64_t k = context.policy->k_for_layer(layer);
+  select_experts(config, router_logits, n_rows, k, context.policy->allowed(layer), routing);
+  // RoutingPolicy
+  context.policy->apply(routing);
+  if (context.observer && *context.observer) (*context.observer)(layer, routing);
+  // Dispatch
+  Dispatch dispatch;
+  build_dispatch(routing, config.n_experts, dispatch);
+  context.store->begin_layer(layer, dispatch.order);
+  // Experts: gather the rows of each expert, run it, keep its output per (row, slot).
+  float* expert_output = work.expert_output.data();  // [T * k, hidden]
+  float* gathered = work.expert_input.data();         // [rows of one expert, hidden]
+  float* projected = work.projected.data();           // [rows of one expert, hidden]
+  for (int32_t expert : dispatch.order) {
+    const auto& assigned = dispatch.assignments[static_cast<size_t>(expert)];
+    const int64_t n = static_cast<int64_t>(assigned.size());
+    for (int64_t i = 0; i < n; ++i) {
+      const float* source = normed + assigned[static_cast<size_t>(i)].first * hidden;
+      std::copy(source, source + hidden, gathered + i * hidden);
+    }
+    const FfnWeights expert_weights = context.store->acquire(layer, expert);
+    ffn_forward(expert_weights, gathered, n, projected, work, pool);
+    for (int64_t i = 0; i < n; ++i) {
+      const auto [row, slot] = assigned[static_cast<size_t>(i)];
+      std::copy(projected + i * hidden, projected + (i + 1) * hidden,
+                expert_output + (row * k + slot) * hidden);
+    }
+  }
+  context.store->end_layer(layer);
+  // Combine: weighted sum over slots in slot order.
+  for (int64_t t = 0; t < n_rows; ++t) {
+    float* out = output + t * hidden;
+    std::fill(out, out + hidden, 0.0f);
+    for (int64_t slot = 0; slot < k; ++slot) {
+      if (routing.expert(t, slot) < 0) continue;
+      const float weight = routing.weight(t, slot);
+      const float* contribution = expert_output + (t * k + slot) * hidden;
+      for (int64_t i = 0; i < hidden; ++i) out[i] += weight * contribution[i];
+    }
+  }
+}
+
+}  // namespace moenav

@@ -1,0 +1,225 @@
+// Engine: load, validate, and run batched forward passes. The decoder is written once here over
+// ModelConfig's feature flags; the layers it calls live in src/layers.
+#include "moenav/engine.h"
+
+#include <algorithm>
+#include <filesystem>
+
+#include <fmt/format.h>
+
+#include "core/thread_pool.h"
+#include "experts/expert_store.h"
+#include "layers/attention.h"
+#include "layers/ffn.h"
+#include "layers/kv_cache.h"
+#include "layers/moe/moe_layer.h"
+#include "layers/norm.h"
+#include "layers/rope.h"
+#include "backend/cpu/matmul.h"
+#include "model/model.h"
+#include "quant/quant.h"
+#include "tokenizer/tokenizer.h"
+
+namespace moenav {
+
+struct Engine::State {
+  Rope rope;
+  RoutingPolicy policy;
+  std::unique_ptr<ExpertStore> store;
+  RoutingObserver observer;
+  Workspace work;
+  std::vector<BatchRow> rows;
+};
+
+Session::Session(std::unique_ptr<KvCache> cache) : cache_(std::move(cache)) {}
+Session::~Session() = default;
+int64_t Session::context() const { return cache_->context(); }
+
+Engine::Engine() = default;
+Engine::~Engine() = default;
+
+const ModelConfig& Engine::model_config() const { return model_->config; }
+int64_t Engine::vocab_size() const { return model_->config.vocab; }
+
+namespace {
+
+// A model without tokenizer files still runs on token ids (logits, perplexity of ids).
+Expected<std::unique_ptr<Tokenizer>> load_tokenizer(const Model& model) {
+  const bool present = model.gguf ? model.gguf->has("tokenizer.ggml.model")
+                                  : std::filesystem::exists(model.path + "/tokenizer.json");
+  if (!present) return std::unique_ptr<Tokenizer>();
+  auto tokenizer = model.gguf ? Tokenizer::from_gguf(*model.gguf)
+                              : Tokenizer::from_hf_directory(model.path);
+  if (!tokenizer.ok()) return tokenizer.status();
+  if (tokenizer->vocab_size() > model.config.vocab) {
+    return Status::errorf("{}: tokenizer has {} tokens but the model's vocabulary is {}",
+                          model.path, tokenizer->vocab_size(), model.config.vocab);
+  }
+  return std::make_unique<Tokenizer>(std::move(tokenizer).value());
+}
+
+}  // namespace
+
+Expected<std::unique_ptr<Engine>> Engine::create(const std::string& model_path,
+                                                 const EngineConfig& config) {
+  std::unique_ptr<Engine> engine(new Engine());
+  engine->config_ = config;
+  MOENAV_ASSIGN_OR_RETURN(engine->model_, load_model(model_path));
+  MOENAV_ASSIGN_OR_RETURN(engine->tokenizer_, load_tokenizer(*engine->model_));
+  const ModelConfig& model = engine->model_->config;
+  if (config.device.backend != "cpu") {
+    return Status::errorf("device.backend '{}': this build has only the cpu backend",
+                          config.device.backend);
+  }
+  if (config.kv_cache.context > model.context_length) {
+    return Status::errorf("kv_cache.context = {} exceeds the model's context length {}",
+                          config.kv_cache.context, model.context_length);
+  }
+  engine->context_ = config.kv_cache.context > 0 ? config.kv_cache.context : model.context_length;
+  MOENAV_ASSIGN_OR_RETURN(RoutingPolicy policy, RoutingPolicy::create(config.routing, model));
+  engine->pool_ = std::make_unique<ThreadPool>(config.device.threads);
+  engine->state_.reset(new State{Rope(model.head_dim, model.rope_theta, model.rope_style, model.rope_frequency_dtype),
+                                 std::move(policy),
+                                 std::make_unique<ResidentExpertStore>(engine->model_->weights),
+                                 {}, {}, {}});
+  return engine;
+}
+
+Status Engine::require_tokenizer() const {
+  if (tokenizer_) return ok_status();
+  return Status::errorf("{}: no tokenizer ({}); text input needs one", model_->path,
+                        model_->gguf ? "no tokenizer.ggml.model metadata" : "tokenizer.json is missing");
+}
+
+std::unique_ptr<Session> Engine::new_session() const {
+  return std::unique_ptr<Session>(
+      new Session(std::make_unique<KvCache>(model_->config.n_layers, model_->config.kv_dim(), context_)));
+}
+
+void Engine::set_routing_observer(std::function<void(int64_t, const Routing&)> observer) {
+  state_->observer = std::move(observer);
+}
+
+namespace {
+
+void resize_workspace(Workspace& work, const ModelConfig& c, int64_t n_rows, int64_t max_k,
+                      int64_t threads, int64_t context) {
+  auto fit = [](std::vector<float>& buffer, int64_t size) {
+    if (static_cast<int64_t>(buffer.size()) < size) buffer.resize(static_cast<size_t>(size));
+  };
+  const int64_t ffn = std::max(c.expert_ffn, c.dense_ffn);
+  fit(work.hidden, n_rows * c.hidden);
+  fit(work.normed, n_rows * c.hidden);
+  fit(work.q, n_rows * c.q_dim());
+  fit(work.k, n_rows * c.kv_dim());
+  fit(work.v, n_rows * c.kv_dim());
+  fit(work.attention, n_rows * c.q_dim());
+  fit(work.projected, n_rows * c.hidden);
+  fit(work.block_output, n_rows * c.hidden);
+  fit(work.scores, threads * context);
+  fit(work.router_logits, n_rows * std::max<int64_t>(c.n_experts, 1));
+  fit(work.expert_input, n_rows * c.hidden);
+  fit(work.ffn_gate, n_rows * ffn);
+  fit(work.ffn_up, n_rows * ffn);
+  fit(work.expert_output, n_rows * std::max<int64_t>(max_k, 1) * c.hidden);
+}
+
+}  // namespace
+
+Status Engine::forward(std::span<const ForwardRequest> requests,
+                       std::vector<std::vector<float>>* logits) {
+  const ModelConfig& c = model_->config;
+  const ModelWeights& w = model_->weights;
+  State& s = *state_;
+  // Rows of the batch, validated before anything is written to a cache.
+  s.rows.clear();
+  std::vector<int32_t> tokens;
+  int64_t max_context = 0;
+  for (const ForwardRequest& request : requests) {
+    Session& session = *request.session;
+    const int64_t end = session.position() + static_cast<int64_t>(request.tokens.size());
+    if (end > session.context()) {
+      return Status::errorf("context overflow: {} tokens exceed the context length {}", end,
+                            session.context());
+    }
+    for (int32_t token : request.tokens) {
+      if (token < 0 || token >= c.vocab) {
+        return Status::errorf("token id {} is outside the vocabulary [0, {})", token, c.vocab);
+      }
+    }
+    session.cache_->reserve(end);
+    max_context = std::max(max_context, session.context());
+    for (size_t i = 0; i < request.tokens.size(); ++i) {
+      s.rows.push_back({session.cache_.get(), session.position() + static_cast<int64_t>(i)});
+      tokens.push_back(request.tokens[i]);
+    }
+  }
+  const int64_t n_rows = static_cast<int64_t>(tokens.size());
+  if (n_rows == 0) return ok_status();
+  int64_t max_k = 0;
+  for (int64_t l = 0; l < c.n_layers; ++l) max_k = std::max(max_k, s.policy.k_for_layer(l));
+  resize_workspace(s.work, c, n_rows, max_k, pool_->size(), max_context);
+  Workspace& work = s.work;
+
+  float* hidden = work.hidden.data();  // [T, hidden] residual stream
+  for (int64_t r = 0; r < n_rows; ++r) {
+    quant::dequantize_row(w.token_embedding.dtype, w.token_embedding.row(tokens[static_cast<size_t>(r)]),
+                          hidden + r * c.hidden, c.hidden);
+  }
+  const MoeContext moe{&s.policy, s.store.get(), &s.observer};
+  float* normed = work.normed.data();   // [T, hidden]
+  float* block_output = work.block_output.data();  // [T, hidden] a block's residual update
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    const LayerWeights& layer = w.layers[static_cast<size_t>(l)];
+    rms_norm(hidden, static_cast<const float*>(layer.attn_norm.data), normed, n_rows, c.hidden, c.norm_eps);
+    attention_forward(c, layer, l, s.rope, s.rows, work, normed, block_output, *pool_);
+    for (int64_t i = 0; i < n_rows * c.hidden; ++i) hidden[i] += block_output[i];
+    rms_norm(hidden, static_cast<const float*>(layer.ffn_norm.data), normed, n_rows, c.hidden, c.norm_eps);
+    if (c.is_moe_layer(l)) {
+      moe_forward(c, layer, l, moe, normed, n_rows, block_output, work, *pool_);
+    } else {
+      ffn_forward(layer.dense, normed, n_rows, block_output, work, *pool_);
+    }
+    for (int64_t i = 0; i < n_rows * c.hidden; ++i) hidden[i] += block_output[i];
+  }
+
+  // Final norm and LM head, only for the rows whose logits were asked for.
+  logits->resize(requests.size());
+  int64_t row = 0;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const ForwardRequest& request = requests[i];
+    const int64_t count = static_cast<int64_t>(request.tokens.size());
+    const int64_t first = request.all_logits ? row : row + count - 1;
+    const int64_t n_out = request.all_logits ? count : 1;
+    rms_norm(hidden + first * c.hidden, static_cast<const float*>(w.output_norm.data), normed,
+             n_out, c.hidden, c.norm_eps);
+    std::vector<float>& out = (*logits)[i];
+    out.resize(static_cast<size_t>(n_out * c.vocab));
+    cpu::matmul(w.output, normed, n_out, out.data(), *pool_);
+    request.session->tokens_.insert(request.session->tokens_.end(), request.tokens.begin(),
+                                    request.tokens.end());
+    row += count;
+  }
+  return ok_status();
+}
+
+Expected<std::vector<float>> Engine::evaluate(Session& session, std::span<const int32_t> tokens,
+                                              bool all_logits) {
+  std::vector<float> result;
+  const size_t chunk = static_cast<size_t>(std::max(config_.batch.ubatch, 1));
+  std::vector<std::vector<float>> logits;
+  for (size_t begin = 0; begin < tokens.size(); begin += chunk) {
+    const size_t count = std::min(chunk, tokens.size() - begin);
+    const bool last_chunk = begin + count == tokens.size();
+    ForwardRequest request{&session, tokens.subspan(begin, count), all_logits};
+    MOENAV_RETURN_IF_ERROR(forward(std::span<const ForwardRequest>(&request, 1), &logits));
+    if (all_logits) {
+      result.insert(result.end(), logits[0].begin(), logits[0].end());
+    } else if (last_chunk) {
+      result = std::move(logits[0]);
+    }
+  }
+  return result;
+}
+
+}  // namespace moenav
