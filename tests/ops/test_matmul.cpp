@@ -1,15 +1,16 @@
 // matmul against references, one table of cases (dtype x shape x tokens), every instruction set
 // variant this CPU supports forced in turn.
-//   Float weights (F32/F16/BF16) and the dequantize fallback (Q2_K, Q3_K): against a
+//   Float weights (F32/F16/BF16): against a
 //   double-precision dot of the dequantized weights; per element |error| <= 1e-5 * sum |w * x|
 //   (f32 accumulation of K products with 8-16 partial sums is far inside that), NMSE <= 1e-10.
-//   Integer kernels (Q8_0, Q4_0 x Q8_0; Q4_K, Q5_K, Q6_K x Q8_K): on the same quantized
+//   Integer kernels (Q8_0, Q4_0 x Q8_0; Q2_K..Q6_K x Q8_K): on the same quantized
 //   activations, the scalar integer reference against a double dot of dequantized weights and
 //   activations (same bounds), and every SIMD variant against the scalar reference: exact int32
 //   block sums, so only float accumulation order differs: |error| <= 1e-6 * sum |w * x|
 //   (NMSE <= 1e-10: a single output may be a near-cancellation).
-//   End to end (f32 input quantized inside matmul) against the float reference: NMSE <= 1e-3
-//   (the activation quantization error, ~3e-5 for Q8_0 / Q8_K).
+//   End to end (f32 input quantized inside matmul) against the float reference: NMSE <= 1e-2, a
+//   wiring check (activation quantization adds ~1e-4 over many outputs, more on a single
+//   near-cancelling one; a wrong layout gives ~1).
 #include <cmath>
 #include <random>
 #include <string>
@@ -135,7 +136,7 @@ void expect_close(const Case& c, cpu::Isa isa, const Problem& p, const std::vect
   const bool integer = cpu::input_format_for(c.dtype) != DType::F32;
   if (integer) {  // activation quantization error: NMSE only
     const std::vector<double> unbounded(output.size(), INFINITY);
-    expect_close(case_name(c, isa) + " end to end", output, p.reference, unbounded, 1.0, 1e-3);
+    expect_close(case_name(c, isa) + " end to end", output, p.reference, unbounded, 1.0, 1e-2);
   } else {
     expect_close(case_name(c, isa), output, p.reference, p.magnitude, 1e-5, 1e-10);
   }

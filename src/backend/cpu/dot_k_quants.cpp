@@ -1,4 +1,4 @@
-// Integer dot products of the k-quants (Q4_K, Q5_K, Q6_K) with Q8_K activations: AVX-512 and
+// Integer dot products of the k-quants (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) with Q8_K activations: AVX-512 and
 // AVX2 builds of one 256-bit body (dot_k_quants_body.inc) and the scalar reference. On Zen4 a
 // 512-bit integer op costs two 256-bit ones, so the AVX-512 build gains only EVEX encodings and 32
 // registers here; see dot_q8_0.cpp for why these are intrinsics rather than Highway.
@@ -34,7 +34,29 @@ inline void unpack_k4_scales(const uint8_t* packed, uint8_t* scales, uint8_t* mi
   std::memcpy(mins + 4, &high_mins, 4);
 }
 
+// Q3_K's 16 signed 6-bit scales (stored + 32 in 12 bytes), four at a time: low nibbles from
+// bytes 0-7, top two bits from bytes 8-11 (same result as the per-element rule in
+// quant_q2_k_q3_k.cpp).
+inline void unpack_q3_scales(const uint8_t* packed, int8_t* scales) {
+  uint32_t low0, low1, top;
+  std::memcpy(&low0, packed, 4);
+  std::memcpy(&low1, packed + 4, 4);
+  std::memcpy(&top, packed + 8, 4);
+  const uint32_t words[4] = {
+      (low0 & 0x0F0F0F0F) | (((top >> 0) & 0x03030303) << 4),
+      (low1 & 0x0F0F0F0F) | (((top >> 2) & 0x03030303) << 4),
+      ((low0 >> 4) & 0x0F0F0F0F) | (((top >> 4) & 0x03030303) << 4),
+      ((low1 >> 4) & 0x0F0F0F0F) | (((top >> 6) & 0x03030303) << 4)};
+  uint8_t biased[16];
+  std::memcpy(biased, words, 16);
+  for (int j = 0; j < 16; ++j) scales[j] = static_cast<int8_t>(biased[j] - 32);
+}
+
 namespace scalar {
+
+int two_bit_level(const uint8_t* qs, int i) {
+  return (qs[32 * (i / 128) + i % 32] >> (2 * ((i % 128) / 32))) & 3;
+}
 
 // Level (unsigned, as stored) of element i of a super-block.
 int level(const quant::BlockQ4_K& block, int i) {
@@ -54,9 +76,15 @@ int level(const quant::BlockQ6_K& block, int i) {
   return low | (((block.qh[32 * h + l] >> (2 * k)) & 3) << 4);
 }
 
+// Signed value of element i of a Q3_K super-block: level - 4 unless its high bit is set.
+int q3_value(const quant::BlockQ3_K& block, int i) {
+  const int high = (block.hmask[i % 32] >> (i / 32)) & 1;
+  return two_bit_level(block.qs, i) - (high ? 0 : 4);
+}
+
 // The reference: exact int32 sums per super-block, then
 // sum += (d_x * d) * sum(sc q x) - (d_x * dmin) * sum(m * bsum)  (Q4_K, Q5_K)
-// sum += (d_x * d) * sum(sc (q - 32) x)                          (Q6_K)
+// sum += (d_x * d) * sum(sc (q - 32) x)                          (Q6_K; Q3_K with its values)
 template <typename Block>
 void dot_k_tokens(const uint8_t* weight_row, const uint8_t* activations,
                   int64_t activation_row_bytes, int n_tokens, int64_t nb, float* output,
@@ -72,6 +100,19 @@ void dot_k_tokens(const uint8_t* weight_row, const uint8_t* activations,
           level_sum += w[b].scales[i / 16] * (level(w[b], i) - 32) * a[b].qs[i];
         }
         sum += (a[b].d * quant::fp16_to_fp32(w[b].d)) * static_cast<float>(level_sum);
+      } else if constexpr (std::is_same_v<Block, quant::BlockQ3_K>) {
+        int8_t scales[16];
+        unpack_q3_scales(w[b].scales, scales);
+        for (int i = 0; i < quant::kSuperBlock; ++i) level_sum += scales[i / 16] * q3_value(w[b], i) * a[b].qs[i];
+        sum += (a[b].d * quant::fp16_to_fp32(w[b].d)) * static_cast<float>(level_sum);
+      } else if constexpr (std::is_same_v<Block, quant::BlockQ2_K>) {
+        int32_t min_sum = 0;
+        for (int i = 0; i < quant::kSuperBlock; ++i) {
+          level_sum += (w[b].scales[i / 16] & 0xF) * two_bit_level(w[b].qs, i) * a[b].qs[i];
+        }
+        for (int j = 0; j < 16; ++j) min_sum += (w[b].scales[j] >> 4) * a[b].bsums[j];
+        sum += (a[b].d * quant::fp16_to_fp32(w[b].d)) * static_cast<float>(level_sum) -
+               (a[b].d * quant::fp16_to_fp32(w[b].dmin)) * static_cast<float>(min_sum);
       } else {
         uint8_t scales[8], mins[8];
         unpack_k4_scales(w[b].scales, scales, mins);
@@ -124,6 +165,8 @@ DotFn dot_k_quant_family(Isa isa, DType weight_type) {
     case DType::Q4_K: return for_isa<quant::BlockQ4_K>(isa);
     case DType::Q5_K: return for_isa<quant::BlockQ5_K>(isa);
     case DType::Q6_K: return for_isa<quant::BlockQ6_K>(isa);
+    case DType::Q2_K: return for_isa<quant::BlockQ2_K>(isa);
+    case DType::Q3_K: return for_isa<quant::BlockQ3_K>(isa);
     default: return nullptr;
   }
 }

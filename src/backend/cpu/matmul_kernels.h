@@ -35,6 +35,6 @@ using DotFn = void (*)(const uint8_t* weight_row, const uint8_t* activations,
 
 // nullptr when the family has no kernel for this weight type.
 DotFn dot_q8_0_family(Isa isa, DType weight_type);     // Q8_0, Q4_0 x Q8_0 (dot_q8_0.cpp)
-DotFn dot_k_quant_family(Isa isa, DType weight_type);  // Q4_K, Q5_K, Q6_K x Q8_K (dot_k_quants.cpp)
+DotFn dot_k_quant_family(Isa isa, DType weight_type);  // Q2_K..Q6_K x Q8_K (dot_k_quants.cpp)
 
 }  // namespace moenav::cpu::detail
