@@ -165,7 +165,7 @@ TEST(Safetensors, WriteRejectsBadInput) {
 }
 
 // Two shards and an index, as transformers' save_pretrained(max_shard_size=...) writes them.
-class ShardedDirectory : public ::testing::Test {
+class SafetensorsShardedDirectory : public ::testing::Test {
  protected:
   void SetUp() override {
     auto outputs = small_.outputs();
@@ -184,7 +184,7 @@ class ShardedDirectory : public ::testing::Test {
   SmallTensors small_;
 };
 
-TEST_F(ShardedDirectory, LoadsAllShards) {
+TEST_F(SafetensorsShardedDirectory, LoadsAllShards) {
   write_index(kShard2);
   Expected<WeightIndex> index = read_safetensors_dir(dir_.path().string());
   ASSERT_TRUE(index.ok()) << index.error();
@@ -195,27 +195,27 @@ TEST_F(ShardedDirectory, LoadsAllShards) {
   EXPECT_EQ(std::memcmp(index->find("cube")->view.data, small_.cube.data(), 64), 0);
 }
 
-TEST_F(ShardedDirectory, IndexNamingMissingShard) {
+TEST_F(SafetensorsShardedDirectory, IndexNamingMissingShard) {
   write_index("model-00003-of-00003.safetensors");
   Expected<WeightIndex> index = read_safetensors_dir(dir_.path().string());
   expect_error(index.status(), dir_.file("model.safetensors.index.json"),
                {"'model-00003-of-00003.safetensors'", "does not exist"});
 }
 
-TEST_F(ShardedDirectory, IndexNamingWrongShard) {
+TEST_F(SafetensorsShardedDirectory, IndexNamingWrongShard) {
   write_index(kShard1);  // cube is really in shard 2, which the index no longer names
   Expected<WeightIndex> index = read_safetensors_dir(dir_.path().string());
   expect_error(index.status(), dir_.file("model.safetensors.index.json"),
                {"tensor 'cube'", "was not found"});
 }
 
-TEST_F(ShardedDirectory, InvalidIndexJson) {
+TEST_F(SafetensorsShardedDirectory, InvalidIndexJson) {
   write_bytes(dir_.file("model.safetensors.index.json"), "{\"weight_map\": {\"cube\": ");
   expect_error(read_safetensors_dir(dir_.path().string()).status(),
                dir_.file("model.safetensors.index.json"), {"not valid JSON"});
 }
 
-TEST_F(ShardedDirectory, WithoutIndexReadsEveryFile) {
+TEST_F(SafetensorsShardedDirectory, WithoutIndexReadsEveryFile) {
   Expected<WeightIndex> index = read_safetensors_dir(dir_.path().string());
   ASSERT_TRUE(index.ok()) << index.error();
   EXPECT_EQ(index->tensors().size(), 3u);
