@@ -125,7 +125,7 @@ void ByteLevelBpe::encode_word_cached(std::string_view word, std::vector<int32_t
   word_cache_.emplace(std::string(word), std::move(word_ids));
 }
 
-void ByteLevelBpe::encode(std::string_view fragment, bool /*starts_sequence*/,
+void ByteLevelBpe::encode(std::string_view fragment, FragmentStart /*start*/,
                           std::vector<int32_t>& ids) const {
   std::string prefixed;
   if (options_.add_prefix_space && !fragment.starts_with(' ')) {

@@ -43,7 +43,7 @@ class ByteLevelBpe final : public SubwordModel {
                                                         const std::vector<MergePair>& merges,
                                                         const ByteLevelBpeOptions& options);
 
-  void encode(std::string_view fragment, bool starts_sequence,
+  void encode(std::string_view fragment, FragmentStart start,
               std::vector<int32_t>& ids) const override;
 
  private:

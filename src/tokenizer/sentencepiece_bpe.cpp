@@ -3,7 +3,6 @@
 // max-heap holds candidate pairs by the score of the piece they would form.
 #include "tokenizer/sentencepiece_bpe.h"
 
-#include <cstdio>
 #include <queue>
 
 #include "tokenizer/unicode.h"
@@ -96,9 +95,9 @@ void SentencePieceBpe::emit_symbol(std::string_view symbol, std::vector<int32_t>
   }
 }
 
-void SentencePieceBpe::encode(std::string_view fragment, bool starts_sequence,
+void SentencePieceBpe::encode(std::string_view fragment, FragmentStart /*start*/,
                               std::vector<int32_t>& ids) const {
-  const std::string text = escape_spaces(fragment, options_.add_space_prefix && starts_sequence);
+  const std::string text = escape_spaces(fragment, options_.add_space_prefix);
   if (text.empty()) return;
 
   struct Symbol {

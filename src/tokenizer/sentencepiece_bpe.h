@@ -19,7 +19,7 @@ namespace moenav {
 inline constexpr std::string_view kSentencePieceSpace = "\xE2\x96\x81";
 
 struct SentencePieceOptions {
-  bool add_space_prefix = true;  // put "▁" in front of a fragment that starts the sequence
+  bool add_space_prefix = true;  // put "▁" in front of every fragment of text
   std::optional<int32_t> unknown_id;
 };
 
@@ -29,7 +29,8 @@ class SentencePieceBpe final : public SubwordModel {
   SentencePieceBpe(const std::vector<std::string>& pieces, const std::vector<float>& scores,
                    const std::vector<TokenKind>& kinds, const SentencePieceOptions& options);
 
-  void encode(std::string_view fragment, bool starts_sequence,
+  // Like llama.cpp, "▁" goes in front of every fragment (after added tokens too).
+  void encode(std::string_view fragment, FragmentStart start,
               std::vector<int32_t>& ids) const override;
 
  private:

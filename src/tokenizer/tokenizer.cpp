@@ -144,29 +144,34 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos) cons
 
   std::vector<AddedTokenMatcher::Piece> pieces;
   impl_->added_tokens.split(text, pieces);
-  bool starts_sequence = true;
-  for (const AddedTokenMatcher::Piece& piece : pieces) {
+  for (size_t index = 0; index < pieces.size(); ++index) {
+    const AddedTokenMatcher::Piece& piece = pieces[index];
     if (piece.token >= 0) {
       ids.push_back(piece.token);
-      starts_sequence = true;
     } else {
-      impl_->model->encode(piece.text, starts_sequence, ids);
-      starts_sequence = false;
+      const FragmentStart start =
+          index == 0 ? FragmentStart::TextStart : FragmentStart::AfterAddedToken;
+      impl_->model->encode(piece.text, start, ids);
     }
   }
   return ids;
 }
 
 std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
+  using SpacePrefix = Impl::SpacePrefix;
+  const SpacePrefix prefix = impl_->space_prefix;
   std::string text;
-  bool starts_sequence = true;
+  bool strip_next = prefix != SpacePrefix::None;  // the next text token may carry an added ' '
   for (int32_t id : ids) {
     if (id < 0 || id >= vocab_size()) continue;
     std::string_view bytes = impl_->token_bytes[id];
-    const bool added = impl_->is_added[id] != 0;
-    if (impl_->strip_space_prefix && starts_sequence && !added && bytes.starts_with(' '))
-      bytes.remove_prefix(1);
-    starts_sequence = added;
+    if (impl_->is_added[id]) {
+      // A BOS put in front by encode(add_bos) is not part of the text.
+      strip_next = prefix == SpacePrefix::AtEveryFragment || (strip_next && id == impl_->bos);
+    } else {
+      if (strip_next && bytes.starts_with(' ')) bytes.remove_prefix(1);
+      strip_next = false;
+    }
     text.append(bytes);
   }
   return text;

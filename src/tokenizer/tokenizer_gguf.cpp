@@ -121,7 +121,7 @@ Status load_llama(const GgufFile& file, const GgufVocab& vocab, Tokenizer::Impl&
   fill_tables(vocab, impl, [](const std::string& piece, TokenKind kind) {
     return sentencepiece_piece_bytes(piece, kind);
   });
-  impl.strip_space_prefix = options.add_space_prefix;
+  if (options.add_space_prefix) impl.space_prefix = Tokenizer::Impl::SpacePrefix::AtEveryFragment;
   impl.add_bos = file.get_bool("tokenizer.ggml.add_bos_token").value_or(true);
   return ok_status();
 }

@@ -57,9 +57,10 @@ struct Tokenizer::Impl {
   std::optional<int32_t> bos;
   std::optional<int32_t> eos;
   bool add_bos = false;  // what the model's files ask for by default
-  // SentencePiece puts "▁" in front of text that starts a sequence or follows an added token;
+  // Where the subword model puts a "▁" in front of a fragment (SentencePiece-style models);
   // decode drops that one space again so decode(encode(text)) == text.
-  bool strip_space_prefix = false;
+  enum class SpacePrefix : uint8_t { None, AtTextStart, AtEveryFragment };
+  SpacePrefix space_prefix = SpacePrefix::None;
   std::optional<std::string> chat_template;
 
   // Sizes the per-id tables to `vocab_size` (holes decode to nothing).

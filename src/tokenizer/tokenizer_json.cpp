@@ -8,6 +8,9 @@
 #include <nlohmann/json.hpp>
 
 #include "tokenizer/byte_level_bpe.h"
+#include "tokenizer/hf_text_config.h"
+#include "tokenizer/metaspace_bpe.h"
+#include "tokenizer/sentencepiece_bpe.h"
 #include "tokenizer/tokenizer_impl.h"
 
 namespace moenav {
@@ -40,48 +43,6 @@ Expected<json> read_json_file(const std::string& path) {
   return root;
 }
 
-struct PreTokenizerConfig {
-  PreTokenizer kind = PreTokenizer::None;
-  bool add_prefix_space = false;
-  bool byte_level = false;  // a ByteLevel step is present: pieces are in byte-level form
-};
-
-// Applies one pre-tokenizer step (a Sequence is several). Returns an error string when the step
-// would split differently from anything we implement.
-Status add_pre_tokenizer_step(const json& step, PreTokenizerConfig& config) {
-  const std::string type = step.value("type", "");
-  if (type == "ByteLevel") {
-    config.byte_level = true;
-    config.add_prefix_space = step.value("add_prefix_space", true);
-    if (step.value("use_regex", true)) {
-      if (config.kind != PreTokenizer::None)
-        return Status::error("ByteLevel with use_regex after a Split is not supported");
-      config.kind = PreTokenizer::Gpt2;
-    }
-    return ok_status();
-  }
-  if (type == "Split") {
-    const json& pattern = step.at("pattern");
-    const std::string regex = pattern.contains("Regex") ? pattern.at("Regex").get<std::string>() : "";
-    const auto kind = pre_tokenizer_for_regex(regex);
-    if (!kind) return Status::errorf("Split pattern '{}' is not one we implement", pattern.dump());
-    if (step.value("behavior", "Isolated") != "Isolated" || step.value("invert", false))
-      return Status::error("Split is only supported with behavior Isolated and invert false");
-    if (config.kind != PreTokenizer::None)
-      return Status::error("more than one splitting pre-tokenizer step");
-    config.kind = *kind;
-    return ok_status();
-  }
-  if (type == "Sequence") {
-    for (const json& inner : step.at("pretokenizers"))
-      MOENAV_RETURN_IF_ERROR(add_pre_tokenizer_step(inner, config));
-    return ok_status();
-  }
-  return Status::errorf("pre_tokenizer type '{}' is not supported (supported: ByteLevel, Split "
-                        "with the GPT-2 / Qwen2 / Llama-3 regex, Sequence of those)",
-                        type);
-}
-
 Expected<std::vector<ByteLevelBpe::MergePair>> parse_merges(const json& merges) {
   std::vector<ByteLevelBpe::MergePair> pairs;
   pairs.reserve(merges.size());
@@ -102,8 +63,11 @@ Expected<std::vector<ByteLevelBpe::MergePair>> parse_merges(const json& merges) 
   return pairs;
 }
 
-// The vocabulary pieces, id -> piece, and the model's own (non-added) tokens as normal tokens.
-Status load_vocab(const json& vocab, Tokenizer::Impl& impl, TokenMap& piece_to_id) {
+// Parses model.vocab into `piece_to_id` and fills the per-id tables. Byte-level pieces decode
+// through the byte table; SentencePiece pieces turn "▁" into ' ', and with byte fallback the
+// <0xNN> pieces are byte tokens.
+Status load_vocab(const json& vocab, const HfTextConfig& text, bool byte_fallback,
+                  Tokenizer::Impl& impl, TokenMap& piece_to_id) {
   if (!vocab.is_object()) return Status::error("model.vocab is not an object");
   int64_t max_id = -1;
   for (const auto& [piece, id_value] : vocab.items()) {
@@ -117,10 +81,16 @@ Status load_vocab(const json& vocab, Tokenizer::Impl& impl, TokenMap& piece_to_i
   impl.resize(static_cast<size_t>(max_id + 1));
   for (const auto& [piece, id] : piece_to_id) {
     impl.pieces[id] = piece;
-    impl.kinds[id] = TokenKind::Normal;
-    auto bytes = from_byte_level(piece);
-    impl.token_bytes[id] = bytes ? std::move(*bytes) : piece;
     impl.piece_ids.insert_or_assign(piece, id);
+    if (text.byte_level) {
+      impl.kinds[id] = TokenKind::Normal;
+      auto bytes = from_byte_level(piece);
+      impl.token_bytes[id] = bytes ? std::move(*bytes) : piece;
+    } else {
+      const bool byte_token = byte_fallback && piece.size() == 6 && piece.starts_with("<0x");
+      impl.kinds[id] = byte_token ? TokenKind::Byte : TokenKind::Normal;
+      impl.token_bytes[id] = sentencepiece_piece_bytes(piece, impl.kinds[id]);
+    }
   }
   return ok_status();
 }
@@ -163,6 +133,35 @@ std::optional<int32_t> post_processor_bos(const json& processor, const Tokenizer
   return found == impl.piece_ids.end() ? std::nullopt : std::optional<int32_t>(found->second);
 }
 
+Expected<std::unique_ptr<SubwordModel>> make_model(const json& model, const HfTextConfig& text,
+                                                   const TokenMap& vocab) {
+  MOENAV_ASSIGN_OR_RETURN(auto merges, parse_merges(model.at("merges")));
+  std::optional<int32_t> unknown_id;
+  const json unknown = model.value("unk_token", json());
+  if (unknown.is_string()) {
+    auto found = vocab.find(unknown.get<std::string>());
+    if (found != vocab.end()) unknown_id = found->second;
+  }
+  if (text.byte_level) {
+    ByteLevelBpeOptions options;
+    options.pre_tokenizer = text.pre_tokenizer;
+    options.add_prefix_space = text.add_prefix_space;
+    options.ignore_merges = model.value("ignore_merges", false);
+    options.unknown_id = unknown_id;
+    MOENAV_ASSIGN_OR_RETURN(auto bpe, ByteLevelBpe::create(vocab, merges, options));
+    return std::unique_ptr<SubwordModel>(std::move(bpe));
+  }
+  MetaspaceBpeOptions options;
+  options.prepend = text.prepend;
+  options.prepend_before_space = text.prepend_before_space;
+  options.split = text.split;
+  options.byte_fallback = model.value("byte_fallback", false);
+  options.fuse_unknown = model.value("fuse_unk", false);
+  options.unknown_id = unknown_id;
+  MOENAV_ASSIGN_OR_RETURN(auto bpe, MetaspaceBpe::create(vocab, merges, options));
+  return std::unique_ptr<SubwordModel>(std::move(bpe));
+}
+
 Expected<std::unique_ptr<Tokenizer::Impl>> load_tokenizer_json(const json& root) {
   if (!root.contains("model") || !root.at("model").is_object())
     return Status::error("no 'model' section (is this a Hugging Face tokenizer.json?)");
@@ -172,37 +171,20 @@ Expected<std::unique_ptr<Tokenizer::Impl>> load_tokenizer_json(const json& root)
     return Status::errorf("model type '{}' is not supported (supported: BPE)", type);
   if (!model.contains("vocab") || !model.contains("merges"))
     return Status::error("BPE model needs 'vocab' and 'merges'");
-
-  const json& normalizer = root.value("normalizer", json());
-  // NFC is accepted without applying it: text that is already NFC (nearly all) is unaffected.
-  if (!normalizer.is_null() && normalizer.value("type", "") != "NFC")
-    return Status::errorf("normalizer '{}' is not supported", normalizer.value("type", "?"));
-
-  PreTokenizerConfig pre;
-  const json& pre_tokenizer = root.value("pre_tokenizer", json());
-  if (!pre_tokenizer.is_null()) MOENAV_RETURN_IF_ERROR(add_pre_tokenizer_step(pre_tokenizer, pre));
-  const json& decoder = root.value("decoder", json());
-  if (!pre.byte_level && !(decoder.is_object() && decoder.value("type", "") == "ByteLevel"))
-    return Status::error("only byte-level BPE (GPT-2 / Qwen / Llama-3 style) is supported from "
-                         "tokenizer.json; for SentencePiece-style vocabularies load the GGUF");
+  MOENAV_ASSIGN_OR_RETURN(const HfTextConfig text, parse_hf_text_config(root));
 
   auto impl = std::make_unique<Tokenizer::Impl>();
   TokenMap vocab;
-  MOENAV_RETURN_IF_ERROR(load_vocab(model.at("vocab"), *impl, vocab));
-  MOENAV_ASSIGN_OR_RETURN(auto merges, parse_merges(model.at("merges")));
-
-  ByteLevelBpeOptions options;
-  options.pre_tokenizer = pre.kind;
-  options.add_prefix_space = pre.add_prefix_space;
-  options.ignore_merges = model.value("ignore_merges", false);
-  const json& unknown = model.value("unk_token", json());
-  if (unknown.is_string()) {
-    auto found = vocab.find(unknown.get<std::string>());
-    if (found != vocab.end()) options.unknown_id = found->second;
+  MOENAV_RETURN_IF_ERROR(
+      load_vocab(model.at("vocab"), text, model.value("byte_fallback", false), *impl, vocab));
+  auto subword_model = make_model(model, text, vocab);
+  if (!subword_model.ok()) return subword_model.status().with_context("model.merges");
+  impl->model = std::move(subword_model).value();
+  if (text.metaspace && text.prepend != PrependScheme::Never) {
+    impl->space_prefix = text.prepend == PrependScheme::First
+                             ? Tokenizer::Impl::SpacePrefix::AtTextStart
+                             : Tokenizer::Impl::SpacePrefix::AtEveryFragment;
   }
-  auto bpe = ByteLevelBpe::create(vocab, merges, options);
-  if (!bpe.ok()) return bpe.status().with_context("model.merges");
-  impl->model = std::move(bpe).value();
 
   MOENAV_RETURN_IF_ERROR(load_added_tokens(root, *impl));
   impl->bos = post_processor_bos(root.value("post_processor", json()), *impl);

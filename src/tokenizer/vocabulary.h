@@ -21,14 +21,16 @@ struct StringHash {
 };
 using TokenMap = std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>>;
 
+// Where a fragment of plain text sits: SentencePiece-style models put their word-boundary mark
+// in front of a fragment that starts the text and, depending on the model, after added tokens.
+enum class FragmentStart : uint8_t { TextStart, AfterAddedToken };
+
 // Encodes text that holds no added tokens (they are cut out before). Implementations are
 // immutable after construction apart from internal caches, and safe to call from many threads.
 class SubwordModel {
  public:
   virtual ~SubwordModel() = default;
-  // `starts_sequence`: the fragment begins the text or directly follows an added token
-  // (SentencePiece inserts its word-boundary mark there).
-  virtual void encode(std::string_view fragment, bool starts_sequence,
+  virtual void encode(std::string_view fragment, FragmentStart start,
                       std::vector<int32_t>& ids) const = 0;
 };
 

@@ -4,6 +4,8 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <random>
+#include <thread>
 #include <fstream>
 #include <sstream>
 
@@ -205,6 +207,22 @@ TEST(Tokenizer, ArbitraryBytesRoundTrip) {
   EXPECT_TRUE(tokenizer->encode("").empty());
 }
 
+// encode is const and shares the word cache; concurrent callers must see the same ids.
+TEST(Tokenizer, ConcurrentEncodeIsConsistent) {
+  auto tokenizer = Tokenizer::from_tokenizer_json(source_path("models/tiny-mixtral/tokenizer.json"));
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.error();
+  std::string text;
+  for (int index = 0; index < 3000; ++index)
+    text += " word" + std::to_string(index * 7919 % 1000) + (index % 13 == 0 ? ".\n" : ",");
+  const std::vector<int32_t> expected = tokenizer->encode(text);
+  std::vector<std::vector<int32_t>> results(4);
+  std::vector<std::thread> threads;
+  for (auto& result : results)
+    threads.emplace_back([&] { result = tokenizer->encode(text); });
+  for (auto& thread : threads) thread.join();
+  for (const auto& result : results) EXPECT_EQ(result, expected);
+}
+
 // The protocol of reference.json: the whole file is one encode call, no BOS.
 void check_wikitext(const Tokenizer& tokenizer, const std::string& split_name, size_t expected) {
   const std::string text = read_file(shared_path("data/wikitext-2/" + split_name));
@@ -227,6 +245,85 @@ TEST(Tokenizer, WikiText2TokenCounts) {
     check_wikitext(*tokenizer, "valid.txt", 317905);
     check_wikitext(*tokenizer, "test.txt", 360590);
   }
+}
+
+// --- SentencePiece vocabularies in tokenizer.json (Llama 2 / Mistral / Mixtral form) ---------
+
+// Ids: 0 <unk>, 1 <s>, 2 </s>, 3 ▁, 4 h, 5 e, 6 l, 7 o, 8 w, 9 r, 10 d, 11 he, 12 ll, 13 llo,
+// 14 hello, 15 ▁hello, 16 ▁w, 17 or, 18 ▁wor, 19 ld, 20 ▁world, 21 <0xC3>, 22 <0xA9>.
+// Merges, best first: h e, l l, ll o, he llo, ▁ hello, ▁ w, o r, ▁w or, l d, ▁wor ld.
+nlohmann::json sentencepiece_tokenizer_json(bool legacy_normalizer) {
+  const std::string space = "\xE2\x96\x81";
+  const std::vector<std::string> pieces = {
+      "<unk>", "<s>",        "</s>",        space,  "h",           "e",        "l",         "o",
+      "w",     "r",          "d",           "he",   "ll",          "llo",      "hello",     space + "hello",
+      space + "w", "or",     space + "wor", "ld",   space + "world", "<0xC3>", "<0xA9>"};
+  nlohmann::json vocab = nlohmann::json::object();
+  for (size_t id = 0; id < pieces.size(); ++id) vocab[pieces[id]] = id;
+  nlohmann::json root;
+  root["model"] = {{"type", "BPE"},
+                   {"vocab", vocab},
+                   {"merges", {"h e", "l l", "ll o", "he llo", space + " hello", space + " w", "o r",
+                               space + "w or", "l d", space + "wor ld"}},
+                   {"byte_fallback", true},
+                   {"fuse_unk", true},
+                   {"unk_token", "<unk>"}};
+  root["added_tokens"] = nlohmann::json::array();
+  for (int id = 0; id < 3; ++id)
+    root["added_tokens"].push_back({{"id", id}, {"content", pieces[id]}, {"special", true}});
+  if (legacy_normalizer) {
+    root["normalizer"] = nlohmann::json::parse(R"({"type": "Sequence", "normalizers": [
+        {"type": "Prepend", "prepend": "\u2581"},
+        {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]})");
+    root["pre_tokenizer"] = nullptr;
+  } else {
+    root["normalizer"] = nullptr;
+    root["pre_tokenizer"] = nlohmann::json::parse(
+        R"({"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": true})");
+  }
+  root["post_processor"] = nlohmann::json::parse(R"({"type": "TemplateProcessing",
+      "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+      "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}})");
+  return root;
+}
+
+using Ids = std::vector<int32_t>;
+
+TEST(TokenizerSentencePieceJson, LegacyNormalizers) {
+  ScratchDir scratch;
+  auto tokenizer = Tokenizer::from_tokenizer_json(
+      scratch.file("tokenizer.json", sentencepiece_tokenizer_json(/*legacy_normalizer=*/true).dump()));
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.error();
+  EXPECT_EQ(tokenizer->bos_id(), 1);
+  EXPECT_TRUE(tokenizer->add_bos_by_default());
+  // "▁hello▁world": h e, l l, ll o, he llo, ▁ hello, ▁ w, o r, ▁w or, l d, ▁wor ld.
+  EXPECT_EQ(tokenizer->encode("hello world"), (Ids{15, 20}));
+  // Prepend adds "▁" even before a space, and to the fragment after an added token.
+  EXPECT_EQ(tokenizer->encode(" hello"), (Ids{3, 15}));
+  EXPECT_EQ(tokenizer->encode("<s>hello"), (Ids{1, 15}));
+  // é has no piece: byte fallback to <0xC3> <0xA9>.
+  EXPECT_EQ(tokenizer->encode("h\xC3\xA9"), (Ids{3, 4, 21, 22}));
+  // ü (C3 BC) has no <0xBC>: not all bytes exist, so it is <unk>; two in a row fuse into one.
+  EXPECT_EQ(tokenizer->encode("h\xC3\xBC\xC3\xBC"), (Ids{3, 4, 0}));
+  EXPECT_EQ(tokenizer->decode({15, 20}), "hello world");
+  EXPECT_EQ(tokenizer->decode({1, 15, 2, 3, 15}), "<s>hello</s> hello");
+  for (const char* text : {"hello world", " hello  world ", "h\xC3\xA9<s>hello", "</s> world"})
+    EXPECT_EQ(tokenizer->decode(tokenizer->encode(text)), text) << text;
+}
+
+TEST(TokenizerSentencePieceJson, MetaspacePrependFirst) {
+  ScratchDir scratch;
+  auto tokenizer = Tokenizer::from_tokenizer_json(
+      scratch.file("tokenizer.json", sentencepiece_tokenizer_json(/*legacy_normalizer=*/false).dump()));
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.error();
+  EXPECT_EQ(tokenizer->encode("hello world"), (Ids{15, 20}));  // words "▁hello", "▁world"
+  EXPECT_EQ(tokenizer->encode(" hello"), (Ids{15}));  // no second "▁" before a space
+  // "first": only the start of the text gets "▁"; after <s> "hello" merges without it.
+  EXPECT_EQ(tokenizer->encode("<s>hello"), (Ids{1, 14}));
+  EXPECT_EQ(tokenizer->encode("hello", /*add_bos=*/true), (Ids{1, 15}));
+  EXPECT_EQ(tokenizer->decode({1, 15}), "<s>hello");  // the "▁" after a leading BOS is dropped
+  EXPECT_EQ(tokenizer->decode({1, 14}), "<s>hello");
+  EXPECT_EQ(tokenizer->decode({15, 2, 20}), "hello</s> world");
 }
 
 // --- errors ---------------------------------------------------------------------------------
@@ -266,10 +363,16 @@ TEST(TokenizerErrors, CorruptJson) {
            "pre_tokenizer": {"type": "ByteLevel"}})",
        "unexpected structure"},
       {R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []},
-           "pre_tokenizer": {"type": "Metaspace"}})",
-       "pre_tokenizer type 'Metaspace'"},
+           "pre_tokenizer": {"type": "WhitespaceSplit"}})",
+       "pre_tokenizer type 'WhitespaceSplit'"},
+      {R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []},
+           "normalizer": {"type": "Lowercase"}, "pre_tokenizer": {"type": "ByteLevel"}})",
+       "normalizer '{\"type\":\"Lowercase\"}' is not supported"},
       {R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "pre_tokenizer": null})",
-       "only byte-level BPE"},
+       "neither byte-level"},
+      {R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []},
+           "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "\\w+"}}})",
+       "Split pattern"},
       {R"({"model": {"type": "BPE", "vocab": {"a": -4}, "merges": []},
            "pre_tokenizer": {"type": "ByteLevel"}})",
        "has id -4"},
@@ -281,6 +384,28 @@ TEST(TokenizerErrors, CorruptJson) {
     EXPECT_NE(loaded.error().find(path), std::string::npos) << loaded.error();
     EXPECT_NE(loaded.error().find(test_case.expected_message), std::string::npos)
         << loaded.error();
+  }
+}
+
+// Flipped bytes anywhere in a tokenizer.json must give an error or a working tokenizer, never
+// a crash (the parser is exercised through the JSON library's own checks and ours).
+TEST(TokenizerErrors, MutatedJsonNeverCrashes) {
+  ScratchDir scratch;
+  const std::string original = sentencepiece_tokenizer_json(true).dump();
+  std::mt19937 random(1234);
+  const char replacements[] = {'"', '{', '}', '[', ']', ',', ':', '0', '9', '-', ' ', 'x', '\xE2'};
+  for (int trial = 0; trial < 300; ++trial) {
+    std::string mutated = original;
+    for (int flip = 0; flip < 1 + trial % 3; ++flip)
+      mutated[random() % mutated.size()] = replacements[random() % sizeof(replacements)];
+    const std::string path = scratch.file("tokenizer.json", mutated);
+    auto loaded = Tokenizer::from_tokenizer_json(path);
+    if (loaded.ok()) {
+      const auto ids = loaded->encode("hello world <s> h\xC3\xA9");
+      (void)loaded->decode(ids);
+    } else {
+      EXPECT_NE(loaded.error().find(path), std::string::npos) << loaded.error();
+    }
   }
 }
 
