@@ -222,6 +222,30 @@ TEST(Matmul, PreparedInputIsSharedAcrossWeights) {
   EXPECT_EQ(via_prepared, direct);
 }
 
+// prepare_input's SIMD quantizers must produce the reference bytes, ties included (x * 1/d on an
+// exact .5: roundf rounds away from zero for Q8_0, nearest_int to even for Q8_K) and blocks whose
+// extreme magnitude appears with both signs (the first one sets the sign of Q8_K's scale).
+TEST(Matmul, PreparedActivationsMatchReferenceQuantizer) {
+  constexpr int64_t cols = 1024;
+  std::vector<float> input = make_problem({DType::F32, 1, cols, 1}, 77).input;
+  input.resize(3 * cols);
+  for (int64_t i = 0; i < cols; ++i) {
+    input[cols + i] = static_cast<float>((i % 255) - 127) + ((i % 3 == 0) ? 0.5f : 0.0f);
+    input[2 * cols + i] = (i % 256 == 3) ? -4.0f : (i % 256 == 9) ? 4.0f : 0.001f * (i % 7);
+  }
+  for (int64_t i = 0; i < 32; ++i) input[cols + i] = (i == 0) ? 127.0f : i - 15.5f;  // Q8_0 ties
+  for (DType weight_type : {DType::Q8_0, DType::Q4_K}) {
+    cpu::PreparedInput prepared;
+    cpu::prepare_input(weight_type, input.data(), 3, cols, prepared);
+    std::vector<uint8_t> reference(prepared.quantized.size());
+    for (int64_t t = 0; t < 3; ++t) {
+      quant::quantize_row(prepared.format, input.data() + t * cols,
+                          reference.data() + t * prepared.row_bytes(), cols);
+    }
+    EXPECT_EQ(prepared.quantized, reference) << dtype_name(prepared.format);
+  }
+}
+
 TEST(Matmul, RowsSubrangeWithStride) {
   const Case c{DType::BF16, 50, 96, 5};
   const Problem p = make_problem(c, 99);

@@ -80,8 +80,8 @@ void prepare_input(DType weight_type, const float* input, int64_t n_tokens, int6
   prepared.quantized.resize(static_cast<size_t>(row_bytes * n_tokens));
   auto quantize_tokens = [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
-      quant::quantize_row(prepared.format, input + t * cols,
-                          prepared.quantized.data() + t * row_bytes, cols);
+      detail::quantize_activation_row(best_isa(), prepared.format, input + t * cols,
+                                      prepared.quantized.data() + t * row_bytes, cols);
     }
   };
   if (pool != nullptr && n_tokens > 1) {
