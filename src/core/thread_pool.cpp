@@ -39,7 +39,12 @@ void ThreadPool::run_erased(Trampoline trampoline, void* context) {
   generation_.fetch_add(1, std::memory_order_release);
   generation_.notify_all();
   trampoline(context, 0, n_threads_);
-  while (pending_.load(std::memory_order_acquire) != 0) cpu_relax();
+  // Spin briefly, then yield: on an oversubscribed machine a descheduled worker would otherwise
+  // cost the caller a whole time slice of spinning.
+  for (int spin = 0; pending_.load(std::memory_order_acquire) != 0; ++spin) {
+    if (spin < kSpinIterations) cpu_relax();
+    else std::this_thread::yield();
+  }
 }
 
 void ThreadPool::worker_loop(int thread) {
