@@ -8,6 +8,8 @@
 // Prints Google Benchmark's table, then one JSON line per case: best and median iteration (on a
 // shared machine the best is the closest to the kernel's own speed; the ratio to bandwidth uses it,
 // and the bandwidth is itself the best of 24 windows of 128 MiB).
+#include <benchmark/benchmark.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -18,8 +20,6 @@
 #include <random>
 #include <string>
 #include <vector>
-
-#include <benchmark/benchmark.h>
 
 #include "backend/cpu/matmul.h"
 #include "core/thread_pool.h"
@@ -32,7 +32,8 @@ using moenav::TensorView;
 
 // MOENAV_BENCH_THREADS=n overrides the thread count (default: all hardware threads).
 moenav::ThreadPool& pool() {
-  static moenav::ThreadPool instance(std::getenv("MOENAV_BENCH_THREADS") ? std::atoi(std::getenv("MOENAV_BENCH_THREADS")) : 0);
+  static moenav::ThreadPool instance(
+      std::getenv("MOENAV_BENCH_THREADS") ? std::atoi(std::getenv("MOENAV_BENCH_THREADS")) : 0);
   return instance;
 }
 
@@ -97,13 +98,15 @@ double measured_bandwidth_gbps() {
           uint64_t sums[kStreams][8] = {};
           for (int64_t i = 0; i < length; i += 8)
             for (int stream = 0; stream < kStreams; ++stream)
-              for (int j = 0; j < 8; ++j) sums[stream][j] += buffer[begin + stream * length + i + j];
+              for (int j = 0; j < 8; ++j)
+                sums[stream][j] += buffer[begin + stream * length + i + j];
           uint64_t total = 0;
           for (const auto& stream : sums)
             for (uint64_t value : stream) total += value;
           partial[thread] = total;
         });
-        best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+        best = std::min(
+            best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
         benchmark::DoNotOptimize(partial.data());
       }
     }
@@ -119,7 +122,8 @@ void run_case(benchmark::State& state, const std::string& kind, DType dtype, int
   weights[0] = make_weights(dtype, rows, cols);
   for (int c = 1; c < copies; ++c) weights[c] = weights[0];
   std::vector<TensorView> views;
-  for (const auto& copy : weights) views.push_back(TensorView{dtype, moenav::Shape{rows, cols}, copy.data()});
+  for (const auto& copy : weights)
+    views.push_back(TensorView{dtype, moenav::Shape{rows, cols}, copy.data()});
   const TensorView& view = views[0];
   std::vector<float> input(static_cast<size_t>(tokens * cols));
   std::mt19937 rng(1);
@@ -127,7 +131,8 @@ void run_case(benchmark::State& state, const std::string& kind, DType dtype, int
   for (float& v : input) v = normal(rng);
   std::vector<float> output(static_cast<size_t>(tokens * rows));
   const std::string key = kind + "/" + std::string(moenav::dtype_name(dtype)) + "/" +
-                          std::to_string(rows) + "x" + std::to_string(cols) + "x" + std::to_string(tokens);
+                          std::to_string(rows) + "x" + std::to_string(cols) + "x" +
+                          std::to_string(tokens);
   Result& result = results()[key];
   result = Result{kind, dtype, rows, cols, tokens, view.bytes(), INFINITY, {}};
   for (const TensorView& copy : views) {  // warm-up; leaves the last copy, not the first, in cache
@@ -138,19 +143,20 @@ void run_case(benchmark::State& state, const std::string& kind, DType dtype, int
     const TensorView& current = views[iteration++ % views.size()];
     const auto start = std::chrono::steady_clock::now();
     moenav::cpu::matmul(current, input.data(), tokens, output.data(), pool());
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     result.best_seconds = std::min(result.best_seconds, seconds);
     result.seconds.push_back(seconds);
     state.SetIterationTime(seconds);
     benchmark::DoNotOptimize(output.data());
   }
-  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(view.bytes()) * state.iterations() / 1e9,
-                                              benchmark::Counter::kIsRate);
-  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * rows * cols * tokens * state.iterations() / 1e9,
-                                                 benchmark::Counter::kIsRate);
+  state.counters["GB/s"] = benchmark::Counter(
+      static_cast<double>(view.bytes()) * state.iterations() / 1e9, benchmark::Counter::kIsRate);
+  state.counters["GFLOP/s"] = benchmark::Counter(
+      2.0 * rows * cols * tokens * state.iterations() / 1e9, benchmark::Counter::kIsRate);
 }
 
-constexpr DType kFormats[] = {DType::F32, DType::BF16, DType::F16, DType::Q8_0, DType::Q4_0,
+constexpr DType kFormats[] = {DType::F32,  DType::BF16, DType::F16,  DType::Q8_0, DType::Q4_0,
                               DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::Q3_K, DType::Q2_K};
 
 void register_cases() {
@@ -160,38 +166,47 @@ void register_cases() {
     const int64_t rows = (kMatvecBytes + moenav::dtype_bytes(dtype, kMatvecCols) - 1) /
                          moenav::dtype_bytes(dtype, kMatvecCols);
     const std::string name = "matvec/" + std::string(moenav::dtype_name(dtype));
-    benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& state) {
-      run_case(state, "matvec", dtype, rows, kMatvecCols, 1, 4);
-    })->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(0.5);
+    benchmark::RegisterBenchmark(
+        name.c_str(),
+        [=](benchmark::State& state) { run_case(state, "matvec", dtype, rows, kMatvecCols, 1, 4); })
+        ->UseManualTime()
+        ->Unit(benchmark::kMillisecond)
+        ->MinTime(0.5);
   }
   for (DType dtype : kFormats) {
     for (int64_t rows : {192, 256, 4096}) {
-      const std::string name = "prefill/" + std::string(moenav::dtype_name(dtype)) + "/N=" + std::to_string(rows);
-      benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& state) {
-        run_case(state, "prefill", dtype, rows, 256, 512, 1);
-      })->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(0.3);
+      const std::string name =
+          "prefill/" + std::string(moenav::dtype_name(dtype)) + "/N=" + std::to_string(rows);
+      benchmark::RegisterBenchmark(
+          name.c_str(),
+          [=](benchmark::State& state) { run_case(state, "prefill", dtype, rows, 256, 512, 1); })
+          ->UseManualTime()
+          ->Unit(benchmark::kMillisecond)
+          ->MinTime(0.3);
     }
   }
 }
 
 void print_json() {
   const double bandwidth = measured_bandwidth_gbps();
-  std::printf("{\"bench\":\"memory_read\",\"buffer_bytes\":%lld,\"threads\":%d,\"gb_per_s\":%.2f}\n",
-              static_cast<long long>(int64_t{1} << 30), pool().size(), bandwidth);
+  std::printf(
+      "{\"bench\":\"memory_read\",\"buffer_bytes\":%lld,\"threads\":%d,\"gb_per_s\":%.2f}\n",
+      static_cast<long long>(int64_t{1} << 30), pool().size(), bandwidth);
   for (const auto& [key, r] : results()) {
     const double gbps = r.weight_bytes / r.best_seconds / 1e9;
     const double gflops = 2.0 * r.rows * r.cols * r.tokens / r.best_seconds / 1e9;
     const double median_gbps = r.weight_bytes / r.median_seconds() / 1e9;
-    std::printf("{\"bench\":\"%s\",\"dtype\":\"%s\",\"N\":%lld,\"K\":%lld,\"tokens\":%lld,"
-                "\"isa\":\"%s\",\"threads\":%d,\"weight_bytes\":%lld,\"seconds\":%.6g,"
-                "\"median_seconds\":%.6g,\"weight_gb_per_s\":%.2f,\"median_weight_gb_per_s\":%.2f,"
-                "\"gflop_per_s\":%.2f,\"fraction_of_memory_bw\":%.3f}\n",
-                r.kind.c_str(), std::string(moenav::dtype_name(r.dtype)).c_str(),
-                static_cast<long long>(r.rows), static_cast<long long>(r.cols),
-                static_cast<long long>(r.tokens),
-                std::string(moenav::cpu::isa_name(moenav::cpu::best_isa())).c_str(), pool().size(),
-                static_cast<long long>(r.weight_bytes), r.best_seconds, r.median_seconds(), gbps,
-                median_gbps, gflops, gbps / bandwidth);
+    std::printf(
+        "{\"bench\":\"%s\",\"dtype\":\"%s\",\"N\":%lld,\"K\":%lld,\"tokens\":%lld,"
+        "\"isa\":\"%s\",\"threads\":%d,\"weight_bytes\":%lld,\"seconds\":%.6g,"
+        "\"median_seconds\":%.6g,\"weight_gb_per_s\":%.2f,\"median_weight_gb_per_s\":%.2f,"
+        "\"gflop_per_s\":%.2f,\"fraction_of_memory_bw\":%.3f}\n",
+        r.kind.c_str(), std::string(moenav::dtype_name(r.dtype)).c_str(),
+        static_cast<long long>(r.rows), static_cast<long long>(r.cols),
+        static_cast<long long>(r.tokens),
+        std::string(moenav::cpu::isa_name(moenav::cpu::best_isa())).c_str(), pool().size(),
+        static_cast<long long>(r.weight_bytes), r.best_seconds, r.median_seconds(), gbps,
+        median_gbps, gflops, gbps / bandwidth);
   }
 }
 
@@ -201,8 +216,8 @@ int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   register_cases();
-  std::printf("memory read bandwidth: %.2f GB/s (1 GiB sum, %d threads)\n", measured_bandwidth_gbps(),
-              pool().size());
+  std::printf("memory read bandwidth: %.2f GB/s (1 GiB sum, %d threads)\n",
+              measured_bandwidth_gbps(), pool().size());
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   print_json();

@@ -10,7 +10,7 @@
 
 namespace moenav::quant {
 
-constexpr int kBlockQ8_0 = 32;   // Q8_0, Q4_0 block size
+constexpr int kBlockQ8_0 = 32;    // Q8_0, Q4_0 block size
 constexpr int kSuperBlock = 256;  // k-quant super-block size (ggml's QK_K)
 
 // Q8_0: x = d * q, q in [-127, 127].

@@ -15,7 +15,8 @@ float fp16_to_fp32(uint16_t value) {
   const uint32_t exponent = (value >> 10) & 0x1F;
   uint32_t mantissa = value & 0x3FF;
   if (exponent == 0x1F) return std::bit_cast<float>(sign | 0x7F800000 | (mantissa << 13));
-  if (exponent != 0) return std::bit_cast<float>(sign | ((exponent + 112) << 23) | (mantissa << 13));
+  if (exponent != 0)
+    return std::bit_cast<float>(sign | ((exponent + 112) << 23) | (mantissa << 13));
   if (mantissa == 0) return std::bit_cast<float>(sign);
   // Subnormal half: mantissa * 2^-24, exact in float.
   const float magnitude = static_cast<float>(mantissa) * 0x1p-24f;
@@ -29,10 +30,10 @@ uint16_t fp32_to_fp16(float value) {
   if (magnitude > 0x7F800000) {  // NaN: keep the top payload bits, force quiet
     return static_cast<uint16_t>(sign | 0x7E00 | ((magnitude >> 13) & 0x3FF));
   }
-  if (magnitude >= 0x47800000) return sign | 0x7C00;  // >= 65536 (and inf): inf
-  if (magnitude >= 0x38800000) {                       // normal half (>= 2^-14)
-    const uint32_t rebased = magnitude - 0x38000000;   // exponent bias 127 -> 15
-    const uint32_t rounding = 0xFFF + ((rebased >> 13) & 1);  // to nearest, ties to even
+  if (magnitude >= 0x47800000) return sign | 0x7C00;                    // >= 65536 (and inf): inf
+  if (magnitude >= 0x38800000) {                                        // normal half (>= 2^-14)
+    const uint32_t rebased = magnitude - 0x38000000;                    // exponent bias 127 -> 15
+    const uint32_t rounding = 0xFFF + ((rebased >> 13) & 1);            // to nearest, ties to even
     return static_cast<uint16_t>(sign | ((rebased + rounding) >> 13));  // may carry into inf
   }
   if (magnitude < 0x33000000) return sign;  // <= 2^-25 after rounding: zero
@@ -47,7 +48,9 @@ uint16_t fp32_to_fp16(float value) {
   return static_cast<uint16_t>(sign | units);
 }
 
-float bf16_to_fp32(uint16_t value) { return std::bit_cast<float>(static_cast<uint32_t>(value) << 16); }
+float bf16_to_fp32(uint16_t value) {
+  return std::bit_cast<float>(static_cast<uint32_t>(value) << 16);
+}
 
 uint16_t fp32_to_bf16(float value) {
   const uint32_t bits = std::bit_cast<uint32_t>(value);

@@ -23,9 +23,8 @@ constexpr int kMaxSearchLength = 32;  // longest group the scale searches handle
 
 // Scale searches of the k-quant reference quantizers (quant_k_search.cpp).
 // Affine levels in [0, max_level] with weights; returns the scale, stores -min (>= 0).
-float search_scale_min(int n, int max_level, const float* x, const float* weights,
-                       uint8_t* levels, float* negated_min, float rmin, float rdelta, int nstep,
-                       bool use_abs_error);
+float search_scale_min(int n, int max_level, const float* x, const float* weights, uint8_t* levels,
+                       float* negated_min, float rmin, float rdelta, int nstep, bool use_abs_error);
 // Symmetric levels l + max_level, l in [-max_level, max_level - 1], x*x weighted (Q6_K).
 float search_scale_symmetric(int n, int max_level, const float* x, int8_t* levels);
 // The same with single-level refinement passes (Q3_K).

@@ -12,8 +12,8 @@
 
 namespace moenav::quant {
 
-float search_scale_min(int n, int max_level, const float* x, const float* weights,
-                       uint8_t* levels, float* negated_min, float rmin, float rdelta, int nstep,
+float search_scale_min(int n, int max_level, const float* x, const float* weights, uint8_t* levels,
+                       float* negated_min, float rmin, float rdelta, int nstep,
                        bool use_abs_error) {
   // Affine fit x ~ scale * l + min (min <= 0), l in [0, max_level], minimizing the weighted
   // squared (or absolute) error over a sweep of candidate scales.

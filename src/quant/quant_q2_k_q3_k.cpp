@@ -62,7 +62,8 @@ void quantize_row_q2_k(const float* source, void* destination, int64_t n) {
     }
     if (max_scale > 0) {
       const float inverse = kScaleLevels / max_scale;
-      for (int j = 0; j < kSubBlocks; ++j) block.scales[j] = static_cast<uint8_t>(nearest_int(inverse * scales[j]));
+      for (int j = 0; j < kSubBlocks; ++j)
+        block.scales[j] = static_cast<uint8_t>(nearest_int(inverse * scales[j]));
       block.d = fp32_to_fp16(max_scale / kScaleLevels);
     } else {
       for (int j = 0; j < kSubBlocks; ++j) block.scales[j] = 0;
@@ -70,7 +71,8 @@ void quantize_row_q2_k(const float* source, void* destination, int64_t n) {
     }
     if (max_min > 0) {
       const float inverse = kScaleLevels / max_min;
-      for (int j = 0; j < kSubBlocks; ++j) block.scales[j] |= static_cast<uint8_t>(nearest_int(inverse * mins[j]) << 4);
+      for (int j = 0; j < kSubBlocks; ++j)
+        block.scales[j] |= static_cast<uint8_t>(nearest_int(inverse * mins[j]) << 4);
       block.dmin = fp32_to_fp16(max_min / kScaleLevels);
     } else {
       block.dmin = fp32_to_fp16(0.f);

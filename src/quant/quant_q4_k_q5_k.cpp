@@ -60,8 +60,10 @@ SuperBlockFit fit_super_block(const float* x, int max_level, float rmin, int nst
   const float inverse_min = max_min > 0 ? 63.f / max_min : 0.f;
   for (int j = 0; j < kSubBlocks; ++j) {
     // uint8_t wrap-around then clamp, as ggml does.
-    const uint8_t scale = std::min<uint8_t>(63, static_cast<uint8_t>(nearest_int(inverse_scale * scales[j])));
-    const uint8_t min = std::min<uint8_t>(63, static_cast<uint8_t>(nearest_int(inverse_min * mins[j])));
+    const uint8_t scale =
+        std::min<uint8_t>(63, static_cast<uint8_t>(nearest_int(inverse_scale * scales[j])));
+    const uint8_t min =
+        std::min<uint8_t>(63, static_cast<uint8_t>(nearest_int(inverse_min * mins[j])));
     pack_scale_min(j, scale, min, fit.scales);
   }
   fit.d = fp32_to_fp16(max_scale / 63.f);
@@ -162,7 +164,8 @@ void dequantize_row_q5_k(const void* source, float* destination, int64_t n) {
         y[64 * group + l] = d_low * ((q[l] & 0xF) + (block.qh[l] & low_bit ? 16 : 0)) - m_low;
       }
       for (int l = 0; l < 32; ++l) {
-        y[64 * group + 32 + l] = d_high * ((q[l] >> 4) + (block.qh[l] & high_bit ? 16 : 0)) - m_high;
+        y[64 * group + 32 + l] =
+            d_high * ((q[l] >> 4) + (block.qh[l] & high_bit ? 16 : 0)) - m_high;
       }
     }
   }

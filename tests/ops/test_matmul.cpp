@@ -11,12 +11,12 @@
 //   End to end (f32 input quantized inside matmul) against the float reference: NMSE <= 1e-2, a
 //   wiring check (activation quantization adds ~1e-4 over many outputs, more on a single
 //   near-cancelling one; a wrong layout gives ~1).
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <random>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "backend/cpu/matmul.h"
 #include "core/thread_pool.h"
@@ -27,8 +27,8 @@ namespace {
 
 struct Case {
   DType dtype;
-  int64_t rows;     // N
-  int64_t cols;     // K
+  int64_t rows;  // N
+  int64_t cols;  // K
   int64_t tokens;
 };
 
@@ -41,9 +41,9 @@ std::string case_name(const Case& c, cpu::Isa isa) {
 struct Problem {
   std::vector<uint8_t> weight_bytes;
   TensorView weight;
-  std::vector<float> input;        // [tokens, K]
-  std::vector<double> reference;   // [tokens, N]
-  std::vector<double> magnitude;   // [tokens, N] sum |w x|
+  std::vector<float> input;       // [tokens, K]
+  std::vector<double> reference;  // [tokens, N]
+  std::vector<double> magnitude;  // [tokens, N] sum |w x|
 };
 
 Problem make_problem(const Case& c, uint32_t seed) {
@@ -88,17 +88,20 @@ std::vector<Case> cases() {
   const int64_t token_counts[] = {1, 3, 17, 64};
   for (int64_t tokens : token_counts) {
     for (DType dtype : float_types) {
-      for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 16}, {7, 37}, {33, 256}, {130, 4103}}) {
+      for (auto [rows, cols] :
+           {std::pair<int64_t, int64_t>{1, 16}, {7, 37}, {33, 256}, {130, 4103}}) {
         table.push_back({dtype, rows, cols, tokens});
       }
     }
     for (DType dtype : block_types) {
-      for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 32}, {7, 64}, {33, 256}, {129, 1024}}) {
+      for (auto [rows, cols] :
+           {std::pair<int64_t, int64_t>{1, 32}, {7, 64}, {33, 256}, {129, 1024}}) {
         table.push_back({dtype, rows, cols, tokens});
       }
     }
     for (DType dtype : k_types) {
-      for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 256}, {7, 512}, {33, 256}, {129, 1536}}) {
+      for (auto [rows, cols] :
+           {std::pair<int64_t, int64_t>{1, 256}, {7, 512}, {33, 256}, {129, 1536}}) {
         table.push_back({dtype, rows, cols, tokens});
       }
     }
@@ -196,7 +199,8 @@ TEST(Matmul, IntegerKernelsMatchScalarReference) {
     integer_reference(c, p, prepared, &reference, &magnitude);
     std::vector<float> scalar(static_cast<size_t>(c.tokens * c.rows), NAN);
     cpu::matmul_rows(p.weight, prepared, scalar.data(), c.rows, 0, c.rows, cpu::Isa::Scalar);
-    expect_close(case_name(c, cpu::Isa::Scalar) + " vs double", scalar, reference, magnitude, 1e-5, 1e-10);
+    expect_close(case_name(c, cpu::Isa::Scalar) + " vs double", scalar, reference, magnitude, 1e-5,
+                 1e-10);
     for (cpu::Isa isa : supported_isas()) {
       if (isa == cpu::Isa::Scalar) continue;
       std::vector<float> output(scalar.size(), NAN);

@@ -1,14 +1,14 @@
 // Reference (de)quantization: conversions, per-format round-trip error bounds, and the fixed-point
 // property quantize(dequantize(q)) == q byte for byte, which is what lets a dequantized llama.cpp
 // tensor re-quantize to the original blocks (test_quant_gguf.cpp checks that on a real file).
+#include <gtest/gtest.h>
+
 #include <bit>
 #include <cmath>
 #include <cstring>
 #include <random>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "quant/blocks.h"
 #include "quant/quant.h"
@@ -51,11 +51,11 @@ TEST(Fp16, EveryHalfRoundTrips) {
 }
 
 TEST(Fp16, RoundsToNearestEven) {
-  EXPECT_EQ(fp32_to_fp16(1.0f + 0x1p-11f), 0x3C00);            // tie -> even (down)
-  EXPECT_EQ(fp32_to_fp16(1.0f + 3 * 0x1p-11f), 0x3C02);        // tie -> even (up)
+  EXPECT_EQ(fp32_to_fp16(1.0f + 0x1p-11f), 0x3C00);      // tie -> even (down)
+  EXPECT_EQ(fp32_to_fp16(1.0f + 3 * 0x1p-11f), 0x3C02);  // tie -> even (up)
   EXPECT_EQ(fp32_to_fp16(65519.0f), 0x7BFF);
-  EXPECT_EQ(fp32_to_fp16(65520.0f), 0x7C00);                   // rounds to inf
-  EXPECT_EQ(fp32_to_fp16(0x1p-25f), 0x0000);                   // tie between 0 and 2^-24
+  EXPECT_EQ(fp32_to_fp16(65520.0f), 0x7C00);  // rounds to inf
+  EXPECT_EQ(fp32_to_fp16(0x1p-25f), 0x0000);  // tie between 0 and 2^-24
   EXPECT_EQ(fp32_to_fp16(0x1.8p-25f), 0x0001);
   EXPECT_EQ(fp32_to_fp16(-INFINITY), 0xFC00);
   std::mt19937 rng(7);
@@ -73,7 +73,8 @@ TEST(Fp16, RoundsToNearestEven) {
     // Largest half not above |value|, found by truncating the exact conversion.
     uint16_t lower = static_cast<uint16_t>(got & 0x7FFF);
     if (fp16_to_fp32(lower) > magnitude) --lower;
-    const uint16_t expected = nearest_of(magnitude, lower, [](uint16_t h) { return double{fp16_to_fp32(h)}; });
+    const uint16_t expected =
+        nearest_of(magnitude, lower, [](uint16_t h) { return double{fp16_to_fp32(h)}; });
     ASSERT_EQ(got & 0x7FFF, expected) << value;
     ASSERT_EQ(got >> 15, bits >> 31) << value;
   }
@@ -92,8 +93,10 @@ TEST(Bf16, RoundsToNearestEven) {
     const float value = std::bit_cast<float>(bits);
     const uint16_t got = fp32_to_bf16(value);
     const uint16_t truncated = static_cast<uint16_t>((bits >> 16) & 0x7FFF);
-    if ((truncated & 0x7F80) == 0x7F00 && got == (((bits >> 16) & 0x8000) | 0x7F80)) continue;  // to inf
-    const uint16_t expected = nearest_of(std::fabs(value), truncated, [](uint16_t h) { return double{bf16_to_fp32(h)}; });
+    if ((truncated & 0x7F80) == 0x7F00 && got == (((bits >> 16) & 0x8000) | 0x7F80))
+      continue;  // to inf
+    const uint16_t expected =
+        nearest_of(std::fabs(value), truncated, [](uint16_t h) { return double{bf16_to_fp32(h)}; });
     ASSERT_EQ(got & 0x7FFF, expected) << std::hex << bits;
   }
 }
@@ -102,23 +105,15 @@ TEST(Bf16, RoundsToNearestEven) {
 
 struct FormatBound {
   DType type;
-  double max_nmse;        // on N(0, 1) data, rows of 4096 (measured values in comments)
+  double max_nmse;  // on N(0, 1) data, rows of 4096 (measured values in comments)
 };
 
 // NMSE = sum (x - x')^2 / sum x^2 over the row. Bounds sit ~1.5x above the measured values, so a
 // broken scale search or packing shows up while rounding differences do not.
 constexpr FormatBound kBounds[] = {
-    {DType::F32, 0.0},
-    {DType::F16, 1e-7},
-    {DType::BF16, 5e-6},
-    {DType::Q8_0, 4e-5},
-    {DType::Q4_0, 1.2e-2},
-    {DType::Q8_K, 7e-5},
-    {DType::Q6_K, 1.5e-3},
-    {DType::Q5_K, 2.5e-3},
-    {DType::Q4_K, 1e-2},
-    {DType::Q3_K, 4e-2},
-    {DType::Q2_K, 1.3e-1},
+    {DType::F32, 0.0},     {DType::F16, 1e-7},  {DType::BF16, 5e-6},   {DType::Q8_0, 4e-5},
+    {DType::Q4_0, 1.2e-2}, {DType::Q8_K, 7e-5}, {DType::Q6_K, 1.5e-3}, {DType::Q5_K, 2.5e-3},
+    {DType::Q4_K, 1e-2},   {DType::Q3_K, 4e-2}, {DType::Q2_K, 1.3e-1},
 };
 
 std::vector<float> gaussian(int64_t n, uint32_t seed) {
@@ -211,12 +206,24 @@ std::vector<std::vector<float>> fixed_point_inputs(int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     const int64_t block = i / 256;
     switch (block % 6) {
-      case 0: mixed[i] = 0.0f; break;
-      case 1: mixed[i] = 0.75f; break;
-      case 2: mixed[i] = (i % 256 == 17) ? 40.0f : mixed[i] * 0.01f; break;
-      case 3: mixed[i] = std::fabs(mixed[i]) + 0.5f; break;
-      case 4: mixed[i] *= 1e-3f; break;
-      default: mixed[i] *= 300.0f; break;
+      case 0:
+        mixed[i] = 0.0f;
+        break;
+      case 1:
+        mixed[i] = 0.75f;
+        break;
+      case 2:
+        mixed[i] = (i % 256 == 17) ? 40.0f : mixed[i] * 0.01f;
+        break;
+      case 3:
+        mixed[i] = std::fabs(mixed[i]) + 0.5f;
+        break;
+      case 4:
+        mixed[i] *= 1e-3f;
+        break;
+      default:
+        mixed[i] *= 300.0f;
+        break;
     }
   }
   inputs.push_back(mixed);
@@ -246,9 +253,9 @@ TEST(Quant, QuantizeOfDequantizeIsFixedPoint) {
           ++mismatched_blocks;
         }
       }
-      EXPECT_EQ(mismatched_blocks, 0) << dtype_name(type) << " input " << input_index
-                                      << ": first differing block " << first << " of "
-                                      << q.size() / block_bytes;
+      EXPECT_EQ(mismatched_blocks, 0)
+          << dtype_name(type) << " input " << input_index << ": first differing block " << first
+          << " of " << q.size() / block_bytes;
       ++input_index;
     }
   }
@@ -258,12 +265,13 @@ TEST(Quant, QuantizeOfDequantizeIsFixedPoint) {
 // those quantizers bit-exact (llama.cpp compatibility wins): the scale search re-fits the
 // dequantized grid and may land one 6-bit scale step or one fp16 ulp away. What holds, and is
 // asserted: re-quantizing dequantized data changes the values by far less than the format's own
-// error (NMSE between the two dequantizations <= 1/20 of the round-trip bound), and most super-blocks
-// come back identical. Q8_K's float scale may move by an ulp.
+// error (NMSE between the two dequantizations <= 1/20 of the round-trip bound), and most
+// super-blocks come back identical. Q8_K's float scale may move by an ulp.
 TEST(Quant, KQuantRequantizationIsStable) {
   constexpr int64_t n = 256 * 24;
   for (const FormatBound& bound : kBounds) {
-    if (!is_quantized(bound.type) || bound.type == DType::Q8_0 || bound.type == DType::Q4_0) continue;
+    if (!is_quantized(bound.type) || bound.type == DType::Q8_0 || bound.type == DType::Q4_0)
+      continue;
     int64_t identical = 0, total = 0;
     double drift = 0, signal = 0;
     for (const std::vector<float>& x : fixed_point_inputs(n)) {
@@ -273,7 +281,8 @@ TEST(Quant, KQuantRequantizationIsStable) {
       const std::vector<float> y_again = dequantize(bound.type, again, n);
       const int64_t block_bytes = dtype_traits(bound.type).block_bytes;
       for (size_t i = 0; i < q.size(); i += static_cast<size_t>(block_bytes)) {
-        identical += std::memcmp(q.data() + i, again.data() + i, static_cast<size_t>(block_bytes)) == 0;
+        identical +=
+            std::memcmp(q.data() + i, again.data() + i, static_cast<size_t>(block_bytes)) == 0;
         ++total;
       }
       for (int64_t i = 0; i < n; ++i) {

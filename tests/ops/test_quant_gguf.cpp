@@ -1,10 +1,10 @@
 // Bit-compatibility with llama.cpp on a real file: every Q8_0 tensor of the tiny-mixtral GGUF
 // (written by llama.cpp's tools), dequantized and re-quantized with our reference quantizer,
 // reproduces the file's blocks byte for byte. Needs ../shared (skipped without it).
+#include <gtest/gtest.h>
+
 #include <cstring>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "io/gguf.h"
 #include "quant/quant.h"
@@ -36,7 +36,8 @@ TEST(QuantGguf, Q8_0TensorsRequantizeByteForByte) {
     }
   }
   EXPECT_GT(q8_tensors, 0) << "no Q8_0 tensor in " << kModel;
-  std::printf("%d Q8_0 tensors, %lld blocks reproduced\n", q8_tensors, static_cast<long long>(blocks));
+  std::printf("%d Q8_0 tensors, %lld blocks reproduced\n", q8_tensors,
+              static_cast<long long>(blocks));
 }
 
 }  // namespace

@@ -1,7 +1,7 @@
-// Integer dot products of the k-quants (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) with Q8_K activations: AVX-512 and
-// AVX2 builds of one 256-bit body (dot_k_quants_body.inc) and the scalar reference. On Zen4 a
-// 512-bit integer op costs two 256-bit ones, so the AVX-512 build gains only EVEX encodings and 32
-// registers here; see dot_q8_0.cpp for why these are intrinsics rather than Highway.
+// Integer dot products of the k-quants (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) with Q8_K activations:
+// AVX-512 and AVX2 builds of one 256-bit body (dot_k_quants_body.inc) and the scalar reference. On
+// Zen4 a 512-bit integer op costs two 256-bit ones, so the AVX-512 build gains only EVEX encodings
+// and 32 registers here; see dot_q8_0.cpp for why these are intrinsics rather than Highway.
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -42,11 +42,10 @@ inline void unpack_q3_scales(const uint8_t* packed, int8_t* scales) {
   std::memcpy(&low0, packed, 4);
   std::memcpy(&low1, packed + 4, 4);
   std::memcpy(&top, packed + 8, 4);
-  const uint32_t words[4] = {
-      (low0 & 0x0F0F0F0F) | (((top >> 0) & 0x03030303) << 4),
-      (low1 & 0x0F0F0F0F) | (((top >> 2) & 0x03030303) << 4),
-      ((low0 >> 4) & 0x0F0F0F0F) | (((top >> 4) & 0x03030303) << 4),
-      ((low1 >> 4) & 0x0F0F0F0F) | (((top >> 6) & 0x03030303) << 4)};
+  const uint32_t words[4] = {(low0 & 0x0F0F0F0F) | (((top >> 0) & 0x03030303) << 4),
+                             (low1 & 0x0F0F0F0F) | (((top >> 2) & 0x03030303) << 4),
+                             ((low0 >> 4) & 0x0F0F0F0F) | (((top >> 4) & 0x03030303) << 4),
+                             ((low1 >> 4) & 0x0F0F0F0F) | (((top >> 6) & 0x03030303) << 4)};
   uint8_t biased[16];
   std::memcpy(biased, words, 16);
   for (int j = 0; j < 16; ++j) scales[j] = static_cast<int8_t>(biased[j] - 32);
@@ -91,7 +90,8 @@ void dot_k_tokens(const uint8_t* weight_row, const uint8_t* activations,
                   int64_t output_stride) {
   const auto* w = reinterpret_cast<const Block*>(weight_row);
   for (int t = 0; t < n_tokens; ++t) {
-    const auto* a = reinterpret_cast<const quant::BlockQ8_K*>(activations + t * activation_row_bytes);
+    const auto* a =
+        reinterpret_cast<const quant::BlockQ8_K*>(activations + t * activation_row_bytes);
     float sum = 0.0f;
     for (int64_t b = 0; b < nb; ++b) {
       int32_t level_sum = 0;
@@ -103,7 +103,8 @@ void dot_k_tokens(const uint8_t* weight_row, const uint8_t* activations,
       } else if constexpr (std::is_same_v<Block, quant::BlockQ3_K>) {
         int8_t scales[16];
         unpack_q3_scales(w[b].scales, scales);
-        for (int i = 0; i < quant::kSuperBlock; ++i) level_sum += scales[i / 16] * q3_value(w[b], i) * a[b].qs[i];
+        for (int i = 0; i < quant::kSuperBlock; ++i)
+          level_sum += scales[i / 16] * q3_value(w[b], i) * a[b].qs[i];
         sum += (a[b].d * quant::fp16_to_fp32(w[b].d)) * static_cast<float>(level_sum);
       } else if constexpr (std::is_same_v<Block, quant::BlockQ2_K>) {
         int32_t min_sum = 0;
@@ -117,7 +118,8 @@ void dot_k_tokens(const uint8_t* weight_row, const uint8_t* activations,
         uint8_t scales[8], mins[8];
         unpack_k4_scales(w[b].scales, scales, mins);
         int32_t min_sum = 0;
-        for (int i = 0; i < quant::kSuperBlock; ++i) level_sum += scales[i / 32] * level(w[b], i) * a[b].qs[i];
+        for (int i = 0; i < quant::kSuperBlock; ++i)
+          level_sum += scales[i / 32] * level(w[b], i) * a[b].qs[i];
         for (int j = 0; j < 16; ++j) min_sum += mins[j / 2] * a[b].bsums[j];
         sum += (a[b].d * quant::fp16_to_fp32(w[b].d)) * static_cast<float>(level_sum) -
                (a[b].d * quant::fp16_to_fp32(w[b].dmin)) * static_cast<float>(min_sum);
@@ -151,10 +153,13 @@ template <typename Block>
 DotFn for_isa(Isa isa) {
   switch (isa) {
 #if defined(__x86_64__) && defined(__GNUC__)
-    case Isa::Avx512: return &avx512::dot_k_tokens<Block>;
-    case Isa::Avx2: return &avx2::dot_k_tokens<Block>;
+    case Isa::Avx512:
+      return &avx512::dot_k_tokens<Block>;
+    case Isa::Avx2:
+      return &avx2::dot_k_tokens<Block>;
 #endif
-    default: return &scalar::dot_k_tokens<Block>;
+    default:
+      return &scalar::dot_k_tokens<Block>;
   }
 }
 
@@ -162,12 +167,18 @@ DotFn for_isa(Isa isa) {
 
 DotFn dot_k_quant_family(Isa isa, DType weight_type) {
   switch (weight_type) {
-    case DType::Q4_K: return for_isa<quant::BlockQ4_K>(isa);
-    case DType::Q5_K: return for_isa<quant::BlockQ5_K>(isa);
-    case DType::Q6_K: return for_isa<quant::BlockQ6_K>(isa);
-    case DType::Q2_K: return for_isa<quant::BlockQ2_K>(isa);
-    case DType::Q3_K: return for_isa<quant::BlockQ3_K>(isa);
-    default: return nullptr;
+    case DType::Q4_K:
+      return for_isa<quant::BlockQ4_K>(isa);
+    case DType::Q5_K:
+      return for_isa<quant::BlockQ5_K>(isa);
+    case DType::Q6_K:
+      return for_isa<quant::BlockQ6_K>(isa);
+    case DType::Q2_K:
+      return for_isa<quant::BlockQ2_K>(isa);
+    case DType::Q3_K:
+      return for_isa<quant::BlockQ3_K>(isa);
+    default:
+      return nullptr;
   }
 }
 

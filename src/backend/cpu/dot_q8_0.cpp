@@ -39,7 +39,8 @@ void dot_q8_0_tokens(const uint8_t* weight_row, const uint8_t* activations,
                      int64_t output_stride) {
   const auto* w = reinterpret_cast<const Block*>(weight_row);
   for (int t = 0; t < n_tokens; ++t) {
-    const auto* a = reinterpret_cast<const quant::BlockQ8_0*>(activations + t * activation_row_bytes);
+    const auto* a =
+        reinterpret_cast<const quant::BlockQ8_0*>(activations + t * activation_row_bytes);
     float sum = 0.0f;
     for (int64_t b = 0; b < nb; ++b) {
       int32_t block_sum = 0;
@@ -85,12 +86,15 @@ DotFn dot_q8_0_family(Isa isa, DType weight_type) {
   switch (isa) {
 #if defined(__x86_64__) && defined(__GNUC__)
     case Isa::Avx512:
-      return q4 ? &avx512::dot_q8_0_tokens<quant::BlockQ4_0> : &avx512::dot_q8_0_tokens<quant::BlockQ8_0>;
+      return q4 ? &avx512::dot_q8_0_tokens<quant::BlockQ4_0>
+                : &avx512::dot_q8_0_tokens<quant::BlockQ8_0>;
     case Isa::Avx2:
-      return q4 ? &avx2::dot_q8_0_tokens<quant::BlockQ4_0> : &avx2::dot_q8_0_tokens<quant::BlockQ8_0>;
+      return q4 ? &avx2::dot_q8_0_tokens<quant::BlockQ4_0>
+                : &avx2::dot_q8_0_tokens<quant::BlockQ8_0>;
 #endif
     default:
-      return q4 ? &scalar::dot_q8_0_tokens<quant::BlockQ4_0> : &scalar::dot_q8_0_tokens<quant::BlockQ8_0>;
+      return q4 ? &scalar::dot_q8_0_tokens<quant::BlockQ4_0>
+                : &scalar::dot_q8_0_tokens<quant::BlockQ8_0>;
   }
 }
 

@@ -46,7 +46,8 @@ void integer_rows(detail::DotFn dot, const TensorView& weight, const PreparedInp
   for (int64_t group = row_begin; group < row_end; group += group_rows) {
     const int64_t group_end = std::min(row_end, group + group_rows);
     for (int64_t t = 0; t < input.n_tokens; t += detail::kDotTokens) {
-      const int tokens = static_cast<int>(std::min<int64_t>(detail::kDotTokens, input.n_tokens - t));
+      const int tokens =
+          static_cast<int>(std::min<int64_t>(detail::kDotTokens, input.n_tokens - t));
       const uint8_t* activations = input.quantized.data() + t * input_row_bytes;
       for (int64_t row = group; row < group_end; ++row) {
         dot(weight.row(row), activations, input_row_bytes, tokens, n_blocks,
@@ -123,8 +124,8 @@ void matmul_rows(const TensorView& weight, const float* input, int64_t n_tokens,
   matmul_rows(best_isa(), weight, input, n_tokens, output, output_stride, row_begin, row_end);
 }
 
-void matmul(Isa isa, const TensorView& weight, const float* input, int64_t n_tokens,
-            float* output, ThreadPool& pool) {
+void matmul(Isa isa, const TensorView& weight, const float* input, int64_t n_tokens, float* output,
+            ThreadPool& pool) {
   check_weight(weight);
   MOENAV_CHECK(output != nullptr);
   const int64_t n_rows = weight.rows();

@@ -27,8 +27,8 @@ void matmul_rows(const TensorView& weight, const float* input, int64_t n_tokens,
 
 // The same with the instruction set forced (tests and benchmarks compare the variants); isa must
 // be supported (isa_supported).
-void matmul(Isa isa, const TensorView& weight, const float* input, int64_t n_tokens,
-            float* output, ThreadPool& pool);
+void matmul(Isa isa, const TensorView& weight, const float* input, int64_t n_tokens, float* output,
+            ThreadPool& pool);
 void matmul_rows(Isa isa, const TensorView& weight, const float* input, int64_t n_tokens,
                  float* output, int64_t output_stride, int64_t row_begin, int64_t row_end);
 
@@ -39,9 +39,9 @@ void matmul_rows(Isa isa, const TensorView& weight, const float* input, int64_t 
 struct PreparedInput {
   DType format = DType::F32;
   int64_t n_tokens = 0;
-  int64_t cols = 0;                 // K
-  const float* values = nullptr;    // [n_tokens, K] f32 (not owned), always set
-  std::vector<uint8_t> quantized;   // [n_tokens, row_bytes()] when format != F32
+  int64_t cols = 0;                // K
+  const float* values = nullptr;   // [n_tokens, K] f32 (not owned), always set
+  std::vector<uint8_t> quantized;  // [n_tokens, row_bytes()] when format != F32
   int64_t row_bytes() const { return dtype_bytes(format, cols); }
 };
 
@@ -55,7 +55,6 @@ void prepare_input(DType weight_type, const float* input, int64_t n_tokens, int6
 
 // matmul_rows on a prepared input (input.format must be input_format_for(weight.dtype)).
 void matmul_rows(const TensorView& weight, const PreparedInput& input, float* output,
-                 int64_t output_stride, int64_t row_begin, int64_t row_end,
-                 Isa isa = best_isa());
+                 int64_t output_stride, int64_t row_begin, int64_t row_end, Isa isa = best_isa());
 
 }  // namespace moenav::cpu

@@ -30,13 +30,12 @@ void matmul_float_rows(Isa isa, DType dtype, const uint8_t* weight, int64_t row_
 // output[t * output_stride] = dot(weight row, activation row t).
 constexpr int kDotTokens = 4;
 using DotFn = void (*)(const uint8_t* weight_row, const uint8_t* activations,
-                       int64_t activation_row_bytes, int n_tokens, int64_t n_blocks,
-                       float* output, int64_t output_stride);
+                       int64_t activation_row_bytes, int n_tokens, int64_t n_blocks, float* output,
+                       int64_t output_stride);
 
 // One f32 row to Q8_0 or Q8_K blocks, bit-identical to quant::quantize_row on every isa
 // (quantize_activations.cpp).
-void quantize_activation_row(Isa isa, DType format, const float* input, uint8_t* output,
-                             int64_t n);
+void quantize_activation_row(Isa isa, DType format, const float* input, uint8_t* output, int64_t n);
 
 // nullptr when the family has no kernel for this weight type.
 DotFn dot_q8_0_family(Isa isa, DType weight_type);     // Q8_0, Q4_0 x Q8_0 (dot_q8_0.cpp)

@@ -26,7 +26,8 @@ namespace avx2 {
 inline float max_abs(const float* x, int n) {
   const __m256 sign = _mm256_set1_ps(-0.0f);
   __m256 m = _mm256_setzero_ps();
-  for (int i = 0; i < n; i += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + i)));
+  for (int i = 0; i < n; i += 8)
+    m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + i)));
   __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
   h = _mm_max_ps(h, _mm_movehl_ps(h, h));
   h = _mm_max_ss(h, _mm_movehdup_ps(h));
@@ -47,7 +48,8 @@ inline __m256i round_away(__m256 t) {
   const __m256 truncated = _mm256_round_ps(t, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
   const __m256 fraction = _mm256_sub_ps(t, truncated);
   const __m256 sign = _mm256_set1_ps(-0.0f);
-  const __m256 up = _mm256_cmp_ps(_mm256_andnot_ps(sign, fraction), _mm256_set1_ps(0.5f), _CMP_GE_OQ);
+  const __m256 up =
+      _mm256_cmp_ps(_mm256_andnot_ps(sign, fraction), _mm256_set1_ps(0.5f), _CMP_GE_OQ);
   const __m256 step = _mm256_and_ps(up, _mm256_or_ps(_mm256_and_ps(t, sign), _mm256_set1_ps(1.0f)));
   return _mm256_cvttps_epi32(_mm256_add_ps(truncated, step));
 }
@@ -82,7 +84,8 @@ void quantize_q8_k(const float* x, uint8_t* out, int64_t n) {
     for (int j = 0; j < quant::kSuperBlock; j += 32) {
       __m256i q[4];
       for (int k = 0; k < 4; ++k) {  // cvtps rounds to nearest even, as nearest_int
-        q[k] = _mm256_min_epi32(limit, _mm256_cvtps_epi32(_mm256_mul_ps(is, _mm256_loadu_ps(x + j + 8 * k))));
+        q[k] = _mm256_min_epi32(
+            limit, _mm256_cvtps_epi32(_mm256_mul_ps(is, _mm256_loadu_ps(x + j + 8 * k))));
       }
       store_int8(q[0], q[1], q[2], q[3], block.qs + j);
     }
