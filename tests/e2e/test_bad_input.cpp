@@ -23,7 +23,9 @@ struct RunResult {
 };
 
 RunResult run_cli(const std::string& arguments) {
-  const std::string stderr_file = (fs::temp_directory_path() / "moenav_bad_input_stderr.txt").string();
+  // ctest runs tests in parallel processes: one stderr file per test.
+  const std::string stderr_file = (fs::temp_directory_path() / ("moenav_stderr_" +
+      std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) + ".txt")).string();
   const std::string command = moenav_binary() + " " + arguments + " >/dev/null 2>" + stderr_file;
   const int status = std::system(command.c_str());
   RunResult result;
