@@ -38,5 +38,6 @@ void register_perplexity(CLI::App& app, int& exit_code);
 void register_logits(CLI::App& app, int& exit_code);
 void register_bench(CLI::App& app, int& exit_code);
 void register_inspect(CLI::App& app, int& exit_code);
+void register_convert(CLI::App& app, int& exit_code);
 
 }  // namespace moenav::cli

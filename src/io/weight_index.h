@@ -27,6 +27,8 @@ class WeightIndex {
   // Returns an error if the name is already present (duplicate across shards).
   Status add_tensor(TensorInfo info);
 
+  // Drops a tensor the loader replaced by derived ones (a fused layout split at load).
+  void remove(const std::string& name) { tensors_.erase(name); }
   const TensorInfo* find(const std::string& name) const;
   const std::map<std::string, TensorInfo>& tensors() const { return tensors_; }
   const std::vector<std::shared_ptr<MappedFile>>& files() const { return files_; }

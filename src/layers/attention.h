@@ -1,5 +1,7 @@
-// Grouped-query self-attention with RoPE and a KV cache: projections, optional per-head q/k
-// RMSNorm (Qwen3), rotary embedding, cache append, causal softmax attention, output projection.
+// Grouped-query self-attention with RoPE and a KV cache: projections (optional biases), optional
+// q/k RMSNorm per head (Qwen3) or over the projection (OLMoE), rotary embedding, cache append,
+// causal softmax attention (optionally windowed, optionally with per-head sinks: gpt-oss), output
+// projection. DeepSeek's latent attention is attention_mla.h.
 #pragma once
 
 #include <span>

@@ -30,6 +30,14 @@ struct Workspace {
   std::vector<float> ffn_gate;       // [T, ffn]
   std::vector<float> ffn_up;         // [T, ffn]
   std::vector<float> expert_output;  // [T * k, hidden] per (row, slot)
+  std::vector<float> shared_output;  // [T, hidden]   the shared experts' contribution
+  // Multi-head latent attention (attention_mla.cpp)
+  std::vector<float> mla_q_a;       // [T, q_lora_rank]
+  std::vector<float> mla_kv;        // [T, kv_lora_rank + qk_rope]  latent and rotary key
+  std::vector<float> mla_q_latent;  // [T, n_heads, kv_lora_rank]  queries with k_b absorbed
+  std::vector<float> mla_o_latent;  // [T, n_heads, kv_lora_rank]  attention-weighted latents
+  std::vector<float> mla_head_in;   // [T, max(qk_nope, kv_lora_rank)]  one head's rows
+  std::vector<float> mla_head_out;  // [T, max(kv_lora_rank, v_head_dim)]
 };
 
 }  // namespace moenav

@@ -1,5 +1,7 @@
 // Rotary position embedding, computed in float32 the way transformers does (inverse frequencies
 // theta^(-2i/d), angle = position * inv_freq, cos/sin in float), so logits match the reference.
+// YaRN (gpt-oss, long-context DeepSeek) blends interpolated and extrapolated frequencies over a
+// ramp of dimensions and scales cos/sin by an attention factor.
 #pragma once
 
 #include <cstdint>
@@ -12,13 +14,23 @@ namespace moenav {
 class Rope {
  public:
   Rope(int64_t head_dim, double theta, RopeStyle style, DType frequency_dtype = DType::F32);
+  // Everything from the configuration: rotary_dim(), theta, style, frequency dtype, YaRN.
+  explicit Rope(const ModelConfig& config);
   // Rotates x [n_heads, head_dim] (one token) in place for `position`.
   void apply(float* x, int64_t n_heads, int64_t position) const;
+  // Rotates the first rotary-dim elements of n_heads heads that start `stride` floats apart.
+  void apply(float* x, int64_t n_heads, int64_t stride, int64_t position) const;
+  // YaRN's magnitude scale of cos/sin (1 otherwise).
+  float attention_factor() const { return attention_factor_; }
 
  private:
-  int64_t head_dim_;
+  int64_t dim_;
   RopeStyle style_;
-  std::vector<float> inverse_frequency_;  // [head_dim / 2]
+  float attention_factor_ = 1.0f;
+  std::vector<float> inverse_frequency_;  // [dim / 2]
 };
+
+// DeepSeek's YaRN softmax-scale correction: mscale(factor, mscale_all_dim)^2 (1 without YaRN).
+double yarn_softmax_scale(const ModelConfig& config);
 
 }  // namespace moenav

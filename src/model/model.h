@@ -24,6 +24,8 @@ struct Model {
   ModelWeights weights;
   std::shared_ptr<GgufFile> gguf;  // metadata (tokenizer, chat template) when loaded from GGUF
   std::vector<std::vector<float>> owned_f32;  // small vectors converted to f32 at load
+  // Tensors built at load from a checkpoint's own layout (model/derived_tensors.h).
+  std::vector<std::vector<uint8_t>> owned_tensors;
 
   int64_t total_bytes() const;   // all tensor bytes
   int64_t expert_bytes() const;  // routed experts' bytes

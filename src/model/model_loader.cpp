@@ -55,6 +55,7 @@ Status load_hf_directory(const std::string& directory, Model& model) {
     renamed.name = *canonical;
     MOENAV_RETURN_IF_ERROR(model.tensors.add_tensor(std::move(renamed)));
   }
+  if (model.arch->derive_hf_tensors) MOENAV_RETURN_IF_ERROR(model.arch->derive_hf_tensors(model));
   model.format = "safetensors";
   return ok_status();
 }

@@ -1,9 +1,12 @@
 // Every weight the forward pass reads is looked up here once, by canonical name, and checked:
 // present, of a dtype the kernels take, of the shape the configuration implies. The first problem
 // found is reported with the file, the tensor, what was expected and what was found.
+#include "model/weight_binder.h"
+
 #include <fmt/format.h>
 
-#include "model/weight_binder.h"
+#include <map>
+
 #include "quant/quant.h"
 
 namespace moenav {
@@ -40,6 +43,11 @@ class Binder {
 
   // A vector [n] converted to f32 (norm weights, biases); empty view if optional and absent.
   TensorView vector(const std::string& name, int64_t n, bool optional = false) {
+    return f32_tensor(name, Shape{n}, optional);
+  }
+
+  // Any small float tensor converted to f32 (stacked expert biases [E, n]).
+  TensorView f32_tensor(const std::string& name, Shape expected, bool optional = false) {
     const TensorInfo* info = find(name, optional);
     if (info == nullptr) return {};
     if (is_quantized(info->view.dtype) || !is_matmul_dtype(info->view.dtype)) {
@@ -47,15 +55,27 @@ class Binder {
            dtype_name(info->view.dtype));
       return {};
     }
-    check_shape(*info, info->view.shape, Shape{n});
+    check_shape(*info, info->view.shape, expected);
     if (!status_.ok()) return {};
-    std::vector<float>& values = model_.owned_f32.emplace_back(static_cast<size_t>(n));
-    quant::dequantize_row(info->view.dtype, info->view.data, values.data(), n);
+    std::vector<float>& values =
+        model_.owned_f32.emplace_back(static_cast<size_t>(expected.elements()));
+    quant::dequantize_row(info->view.dtype, info->view.data, values.data(), expected.elements());
     TensorView view;
     view.dtype = DType::F32;
-    view.shape = Shape{n};
+    view.shape = expected;
     view.data = values.data();
     return view;
+  }
+
+  // One routed expert's bias: a per-expert vector, or a row of the stacked [E, n].
+  TensorView expert_bias(int64_t layer, int64_t expert, const char* kind, int64_t n) {
+    const std::string stacked = fmt::format("blk.{}.{}_exps.bias", layer, kind);
+    if (model_.tensors.find(stacked)) {
+      auto [it, inserted] = stacked_biases_.try_emplace(stacked);
+      if (inserted) it->second = f32_tensor(stacked, {model_.config.n_experts, n});
+      return status_.ok() ? it->second.slice(expert) : TensorView{};
+    }
+    return vector(fmt::format("blk.{}.{}.{}.bias", layer, kind, expert), n);
   }
 
   // One routed expert's matrix: a per-expert tensor, or a slice of the stacked [E, rows, cols].
@@ -104,6 +124,7 @@ class Binder {
 
   Model& model_;
   Status status_;
+  std::map<std::string, TensorView> stacked_biases_;  // f32 copies of [E, n] expert biases
 };
 
 Status check_config(const Model& model) {
@@ -123,6 +144,81 @@ Status check_config(const Model& model) {
   return ok_status();
 }
 
+// Attention: GQA projections (with optional norms, biases, sinks) or MLA's latent projections.
+void bind_attention(Binder& bind, const ModelConfig& c, int64_t l, LayerWeights& layer) {
+  auto name = [l](const char* role) { return fmt::format("blk.{}.{}", l, role); };
+  if (c.attention == AttentionKind::Mla) {
+    MlaWeights& mla = layer.mla;
+    const int64_t q_rows = c.n_heads * (c.qk_nope_dim + c.qk_rope_dim);
+    if (c.q_lora_rank > 0) {
+      mla.q_a = bind.matrix(name("attn_q_a.weight"), {c.q_lora_rank, c.hidden});
+      mla.q_a_norm = bind.vector(name("attn_q_a_norm.weight"), c.q_lora_rank);
+      mla.q_b = bind.matrix(name("attn_q_b.weight"), {q_rows, c.q_lora_rank});
+    } else {
+      mla.q = bind.matrix(name("attn_q.weight"), {q_rows, c.hidden});
+    }
+    mla.kv_a =
+        bind.matrix(name("attn_kv_a_mqa.weight"), {c.kv_lora_rank + c.qk_rope_dim, c.hidden});
+    mla.kv_a_norm = bind.vector(name("attn_kv_a_norm.weight"), c.kv_lora_rank);
+    mla.k_b = bind.matrix(name("attn_k_b.weight"), {c.n_heads, c.kv_lora_rank, c.qk_nope_dim});
+    mla.v_b = bind.matrix(name("attn_v_b.weight"), {c.n_heads, c.v_head_dim, c.kv_lora_rank});
+    layer.attn_output =
+        bind.matrix(name("attn_output.weight"), {c.hidden, c.n_heads * c.v_head_dim});
+    return;
+  }
+  layer.attn_q = bind.matrix(name("attn_q.weight"), {c.q_dim(), c.hidden});
+  layer.attn_k = bind.matrix(name("attn_k.weight"), {c.kv_dim(), c.hidden});
+  layer.attn_v = bind.matrix(name("attn_v.weight"), {c.kv_dim(), c.hidden});
+  layer.attn_output = bind.matrix(name("attn_output.weight"), {c.hidden, c.q_dim()});
+  if (c.qk_norm) {
+    layer.attn_q_norm =
+        bind.vector(name("attn_q_norm.weight"), c.qk_norm_full_width ? c.q_dim() : c.head_dim);
+    layer.attn_k_norm =
+        bind.vector(name("attn_k_norm.weight"), c.qk_norm_full_width ? c.kv_dim() : c.head_dim);
+  }
+  if (c.attention_bias) {
+    layer.attn_q_bias = bind.vector(name("attn_q.bias"), c.q_dim());
+    layer.attn_k_bias = bind.vector(name("attn_k.bias"), c.kv_dim());
+    layer.attn_v_bias = bind.vector(name("attn_v.bias"), c.kv_dim());
+  }
+  if (c.attention_output_bias)
+    layer.attn_output_bias = bind.vector(name("attn_output.bias"), c.hidden);
+  if (c.attention_sinks) layer.attn_sinks = bind.vector(name("attn_sinks.weight"), c.n_heads);
+}
+
+// MoE: router (and its biases), routed experts, shared experts.
+void bind_moe(Binder& bind, const ModelConfig& c, int64_t l, LayerWeights& layer) {
+  auto name = [l](const char* role) { return fmt::format("blk.{}.{}", l, role); };
+  layer.router = bind.matrix(name("ffn_gate_inp.weight"), {c.n_experts, c.hidden});
+  if (c.router_bias) layer.router_bias = bind.vector(name("ffn_gate_inp.bias"), c.n_experts);
+  if (c.expert_selection_bias) {
+    layer.expert_selection_bias = bind.vector(name("exp_probs_b.bias"), c.n_experts);
+  }
+  layer.experts.resize(static_cast<size_t>(c.n_experts));
+  for (int64_t e = 0; e < c.n_experts; ++e) {
+    FfnWeights& expert = layer.experts[static_cast<size_t>(e)];
+    expert.gate = bind.expert_matrix(l, e, "ffn_gate", {c.expert_ffn, c.hidden});
+    expert.up = bind.expert_matrix(l, e, "ffn_up", {c.expert_ffn, c.hidden});
+    expert.down = bind.expert_matrix(l, e, "ffn_down", {c.hidden, c.expert_ffn});
+    if (c.expert_bias) {
+      expert.gate_bias = bind.expert_bias(l, e, "ffn_gate", c.expert_ffn);
+      expert.up_bias = bind.expert_bias(l, e, "ffn_up", c.expert_ffn);
+      expert.down_bias = bind.expert_bias(l, e, "ffn_down", c.hidden);
+    }
+  }
+  if (c.n_shared_experts > 0) {
+    layer.shared_expert.gate =
+        bind.matrix(name("ffn_gate_shexp.weight"), {c.shared_expert_ffn, c.hidden});
+    layer.shared_expert.up =
+        bind.matrix(name("ffn_up_shexp.weight"), {c.shared_expert_ffn, c.hidden});
+    layer.shared_expert.down =
+        bind.matrix(name("ffn_down_shexp.weight"), {c.hidden, c.shared_expert_ffn});
+    if (c.shared_expert_gate) {
+      layer.shared_expert_gate = bind.vector(name("ffn_gate_inp_shexp.weight"), c.hidden);
+    }
+  }
+}
+
 }  // namespace
 
 Status bind_weights(Model& model) {
@@ -140,29 +236,13 @@ Status bind_weights(Model& model) {
     LayerWeights& layer = w.layers[static_cast<size_t>(l)];
     auto name = [l](const char* role) { return fmt::format("blk.{}.{}", l, role); };
     layer.attn_norm = bind.vector(name("attn_norm.weight"), c.hidden);
-    layer.attn_q = bind.matrix(name("attn_q.weight"), {c.q_dim(), c.hidden});
-    layer.attn_k = bind.matrix(name("attn_k.weight"), {c.kv_dim(), c.hidden});
-    layer.attn_v = bind.matrix(name("attn_v.weight"), {c.kv_dim(), c.hidden});
-    layer.attn_output = bind.matrix(name("attn_output.weight"), {c.hidden, c.q_dim()});
-    if (c.qk_norm) {
-      layer.attn_q_norm = bind.vector(name("attn_q_norm.weight"), c.head_dim);
-      layer.attn_k_norm = bind.vector(name("attn_k_norm.weight"), c.head_dim);
-    }
-    if (c.attention_bias) {
-      layer.attn_q_bias = bind.vector(name("attn_q.bias"), c.q_dim());
-      layer.attn_k_bias = bind.vector(name("attn_k.bias"), c.kv_dim());
-      layer.attn_v_bias = bind.vector(name("attn_v.bias"), c.kv_dim());
-    }
-    layer.ffn_norm = bind.vector(name("ffn_norm.weight"), c.hidden);
+    bind_attention(bind, c, l, layer);
+    // gpt-oss's GGUF calls the pre-FFN norm post_attention_norm.
+    layer.ffn_norm = model.tensors.find(name("post_attention_norm.weight"))
+                         ? bind.vector(name("post_attention_norm.weight"), c.hidden)
+                         : bind.vector(name("ffn_norm.weight"), c.hidden);
     if (c.is_moe_layer(l)) {
-      layer.router = bind.matrix(name("ffn_gate_inp.weight"), {c.n_experts, c.hidden});
-      layer.experts.resize(static_cast<size_t>(c.n_experts));
-      for (int64_t e = 0; e < c.n_experts; ++e) {
-        FfnWeights& expert = layer.experts[static_cast<size_t>(e)];
-        expert.gate = bind.expert_matrix(l, e, "ffn_gate", {c.expert_ffn, c.hidden});
-        expert.up = bind.expert_matrix(l, e, "ffn_up", {c.expert_ffn, c.hidden});
-        expert.down = bind.expert_matrix(l, e, "ffn_down", {c.hidden, c.expert_ffn});
-      }
+      bind_moe(bind, c, l, layer);
     } else {
       layer.dense.gate = bind.matrix(name("ffn_gate.weight"), {c.dense_ffn, c.hidden});
       layer.dense.up = bind.matrix(name("ffn_up.weight"), {c.dense_ffn, c.hidden});

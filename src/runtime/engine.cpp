@@ -2,20 +2,21 @@
 // ModelConfig's feature flags; the layers it calls live in src/layers.
 #include "moenav/engine.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <filesystem>
 
-#include <fmt/format.h>
-
+#include "backend/cpu/matmul.h"
 #include "core/thread_pool.h"
 #include "experts/expert_store.h"
 #include "layers/attention.h"
+#include "layers/attention_mla.h"
 #include "layers/ffn.h"
 #include "layers/kv_cache.h"
 #include "layers/moe/moe_layer.h"
 #include "layers/norm.h"
 #include "layers/rope.h"
-#include "backend/cpu/matmul.h"
 #include "model/model.h"
 #include "quant/quant.h"
 #include "tokenizer/tokenizer.h"
@@ -78,10 +79,12 @@ Expected<std::unique_ptr<Engine>> Engine::create(const std::string& model_path,
   engine->context_ = config.kv_cache.context > 0 ? config.kv_cache.context : model.context_length;
   MOENAV_ASSIGN_OR_RETURN(RoutingPolicy policy, RoutingPolicy::create(config.routing, model));
   engine->pool_ = std::make_unique<ThreadPool>(config.device.threads);
-  engine->state_.reset(new State{Rope(model.head_dim, model.rope_theta, model.rope_style, model.rope_frequency_dtype),
+  engine->state_.reset(new State{Rope(model),
                                  std::move(policy),
                                  std::make_unique<ResidentExpertStore>(engine->model_->weights),
-                                 {}, {}, {}});
+                                 {},
+                                 {},
+                                 {}});
   return engine;
 }
 
@@ -92,8 +95,11 @@ Status Engine::require_tokenizer() const {
 }
 
 std::unique_ptr<Session> Engine::new_session() const {
-  return std::unique_ptr<Session>(
-      new Session(std::make_unique<KvCache>(model_->config.n_layers, model_->config.kv_dim(), context_)));
+  const ModelConfig& c = model_->config;
+  auto cache = c.attention == AttentionKind::Mla
+                   ? std::make_unique<KvCache>(c.n_layers, c.kv_cache_width(), 0, context_)
+                   : std::make_unique<KvCache>(c.n_layers, c.kv_dim(), context_);
+  return std::unique_ptr<Session>(new Session(std::move(cache)));
 }
 
 void Engine::set_routing_observer(std::function<void(int64_t, const Routing&)> observer) {
@@ -107,13 +113,23 @@ void resize_workspace(Workspace& work, const ModelConfig& c, int64_t n_rows, int
   auto fit = [](std::vector<float>& buffer, int64_t size) {
     if (static_cast<int64_t>(buffer.size()) < size) buffer.resize(static_cast<size_t>(size));
   };
-  const int64_t ffn = std::max(c.expert_ffn, c.dense_ffn);
+  const int64_t ffn = std::max({c.expert_ffn, c.dense_ffn, c.shared_expert_ffn});
   fit(work.hidden, n_rows * c.hidden);
   fit(work.normed, n_rows * c.hidden);
   fit(work.q, n_rows * c.q_dim());
   fit(work.k, n_rows * c.kv_dim());
   fit(work.v, n_rows * c.kv_dim());
-  fit(work.attention, n_rows * c.q_dim());
+  fit(work.attention, n_rows * std::max(c.q_dim(), c.n_heads * c.v_head_dim));
+  fit(work.shared_output, n_rows * c.hidden);
+  if (c.attention == AttentionKind::Mla) {
+    const int64_t latent = n_rows * c.n_heads * c.kv_lora_rank;
+    fit(work.mla_q_a, n_rows * c.q_lora_rank);
+    fit(work.mla_kv, n_rows * c.kv_cache_width());
+    fit(work.mla_q_latent, latent);
+    fit(work.mla_o_latent, latent);
+    fit(work.mla_head_in, n_rows * std::max(c.qk_nope_dim, c.kv_lora_rank));
+    fit(work.mla_head_out, n_rows * std::max(c.kv_lora_rank, c.v_head_dim));
+  }
   fit(work.projected, n_rows * c.hidden);
   fit(work.block_output, n_rows * c.hidden);
   fit(work.scores, threads * context);
@@ -172,7 +188,11 @@ Status Engine::forward(std::span<const ForwardRequest> requests,
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const LayerWeights& layer = w.layers[static_cast<size_t>(l)];
     rms_norm(hidden, static_cast<const float*>(layer.attn_norm.data), normed, n_rows, c.hidden, c.norm_eps);
-    attention_forward(c, layer, l, s.rope, s.rows, work, normed, block_output, *pool_);
+    if (c.attention == AttentionKind::Mla) {
+      mla_attention_forward(c, layer, l, s.rope, s.rows, work, normed, block_output, *pool_);
+    } else {
+      attention_forward(c, layer, l, s.rope, s.rows, work, normed, block_output, *pool_);
+    }
     for (int64_t i = 0; i < n_rows * c.hidden; ++i) hidden[i] += block_output[i];
     rms_norm(hidden, static_cast<const float*>(layer.ffn_norm.data), normed, n_rows, c.hidden, c.norm_eps);
     if (c.is_moe_layer(l)) {

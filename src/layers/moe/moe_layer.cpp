@@ -1,6 +1,7 @@
 #include "layers/moe/moe_layer.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "backend/cpu/matmul.h"
 #include "layers/ffn.h"
@@ -28,7 +29,32 @@ void build_dispatch(const Routing& routing, int64_t n_experts, Dispatch& dispatc
   }
 }
 
+void add_router_bias(const TensorView& bias, float* logits, int64_t n_rows, int64_t n_experts) {
+  if (bias.empty()) return;
+  const float* b = static_cast<const float*>(bias.data);
+  for (int64_t t = 0; t < n_rows; ++t)
+    for (int64_t e = 0; e < n_experts; ++e) logits[t * n_experts + e] += b[e];
+}
+
 }  // namespace
+
+void shared_expert_forward(const ModelConfig& config, const LayerWeights& weights,
+                           const float* normed, int64_t n_rows, float* output, Workspace& work,
+                           ThreadPool& pool) {
+  const int64_t hidden = config.hidden;
+  float* shared = work.shared_output.data();  // [T, hidden]
+  ffn_forward(weights.shared_expert, normed, n_rows, shared, work, pool);
+  for (int64_t t = 0; t < n_rows; ++t) {
+    float scale = 1.0f;
+    if (!weights.shared_expert_gate.empty()) {
+      // Qwen2-MoE: sigmoid(x . gate) scales the shared expert per token.
+      float logit = 0.0f;
+      cpu::matmul(weights.shared_expert_gate, normed + t * hidden, 1, &logit, pool);
+      scale = 1.0f / (1.0f + std::exp(-logit));
+    }
+    for (int64_t i = 0; i < hidden; ++i) output[t * hidden + i] += scale * shared[t * hidden + i];
+  }
+}
 
 void moe_forward(const ModelConfig& config, const LayerWeights& weights, int64_t layer,
                  const MoeContext& context, const float* normed, int64_t n_rows, float* output,
@@ -37,9 +63,11 @@ void moe_forward(const ModelConfig& config, const LayerWeights& weights, int64_t
   // Router
   float* router_logits = work.router_logits.data();  // [T, n_experts]
   cpu::matmul(weights.router, normed, n_rows, router_logits, pool);
+  add_router_bias(weights.router_bias, router_logits, n_rows, config.n_experts);
   Routing routing;
   const int64_t k = context.policy->k_for_layer(layer);
-  select_experts(config, router_logits, n_rows, k, context.policy->allowed(layer), routing);
+  select_experts(config, router_logits, n_rows, k, context.policy->allowed(layer), routing,
+                 static_cast<const float*>(weights.expert_selection_bias.data));
   // RoutingPolicy
   context.policy->apply(routing);
   if (context.observer && *context.observer) (*context.observer)(layer, routing);
@@ -59,7 +87,7 @@ void moe_forward(const ModelConfig& config, const LayerWeights& weights, int64_t
       std::copy(source, source + hidden, gathered + i * hidden);
     }
     const FfnWeights expert_weights = context.store->acquire(layer, expert);
-    ffn_forward(expert_weights, gathered, n, projected, work, pool);
+    ffn_forward(expert_weights, gathered, n, projected, work, pool, expert_activation(config));
     for (int64_t i = 0; i < n; ++i) {
       const auto [row, slot] = assigned[static_cast<size_t>(i)];
       std::copy(projected + i * hidden, projected + (i + 1) * hidden,
@@ -78,6 +106,9 @@ void moe_forward(const ModelConfig& config, const LayerWeights& weights, int64_t
       for (int64_t i = 0; i < hidden; ++i) out[i] += weight * contribution[i];
     }
   }
+  // Shared experts: every token, beside the routed ones.
+  if (config.n_shared_experts > 0)
+    shared_expert_forward(config, weights, normed, n_rows, output, work, pool);
 }
 
 }  // namespace moenav

@@ -4,20 +4,22 @@
 // read what differs. Adding an architecture = one file here + one line in registry.cpp.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
+#include "core/tensor.h"
 #include "model/model_config.h"
 #include "moenav/status.h"
 
 namespace moenav {
 
 class GgufFile;
+class GgufWriter;
+struct Model;
 
 // A name pattern pair; "{L}" stands for a layer index and "{E}" for an expert index.
 // Canonical names are llama.cpp's GGUF names ("blk.{L}.attn_q.weight"), with per-expert tensors
@@ -36,6 +38,15 @@ struct Architecture {
   // Arch-specific parts of GGUF metadata (keys prefixed with gguf_arch), after the common ones.
   Status (*parse_gguf)(const GgufFile& file, ModelConfig& out) = nullptr;
   std::span<const NameRule> hf_names;
+  // Builds canonical tensors a Hugging Face layout does not hold as such (a fused gate_up split,
+  // kv_b split per head), after renaming; owned by the Model (model/derived_tensors.h).
+  Status (*derive_hf_tensors)(Model& model) = nullptr;
+  // Arch-specific GGUF metadata for `convert`, the inverse of parse_gguf.
+  void (*write_gguf)(const ModelConfig& config, GgufWriter& writer) = nullptr;
+  // Rewrites one tensor (f32, outer-first shape) into the layout llama.cpp expects of this GGUF
+  // architecture; Mixtral ("llama") permutes q/k rows for interleaved RoPE.
+  void (*to_gguf_layout)(const ModelConfig& config, const std::string& name, const Shape& shape,
+                         std::vector<float>& values) = nullptr;
 };
 
 const std::vector<const Architecture*>& architectures();
@@ -51,5 +62,10 @@ std::optional<std::string> translate_name(std::string_view name, std::span<const
 Status parse_common_hf_config(const nlohmann::json& config, ModelConfig& out);
 Status parse_common_gguf_config(const GgufFile& file, std::string_view gguf_arch,
                                 ModelConfig& out);
+// RoPE scaling from config.json's rope_parameters / rope_scaling (default or yarn).
+Status parse_rope_scaling(const nlohmann::json& rope, ModelConfig& out);
+// The keys every architecture shares, as llama.cpp's converter writes them.
+void write_common_gguf_config(const ModelConfig& config, std::string_view gguf_arch,
+                              GgufWriter& writer);
 
 }  // namespace moenav

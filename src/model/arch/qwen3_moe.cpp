@@ -46,9 +46,10 @@ Status parse_hf(const nlohmann::json& config, ModelConfig& out) {
   return ok_status();
 }
 
-Status parse_gguf(const GgufFile&, ModelConfig& out) {
+Status parse_gguf(const GgufFile& file, ModelConfig& out) {
   out.qk_norm = true;
-  out.norm_topk_prob = true;  // llama.cpp's qwen3moe graph always renormalizes
+  // llama.cpp's qwen3moe graph always renormalizes; our converter records the checkpoint's choice.
+  out.norm_topk_prob = file.get_bool("qwen3moe.expert_weights_norm").value_or(true);
   return ok_status();
 }
 

@@ -6,10 +6,17 @@
 namespace moenav {
 
 extern const Architecture kMixtral;
+extern const Architecture kQwen2Moe;
 extern const Architecture kQwen3Moe;
+extern const Architecture kOlmoe;
+extern const Architecture kDeepseekV2;
+extern const Architecture kDeepseekV3;
+extern const Architecture kGptOss;
 
+// The first architecture with a GGUF name reads that name's files (deepseek2 holds V2 and V3).
 const std::vector<const Architecture*>& architectures() {
-  static const std::vector<const Architecture*> kAll = {&kMixtral, &kQwen3Moe};
+  static const std::vector<const Architecture*> kAll = {
+      &kMixtral, &kQwen2Moe, &kQwen3Moe, &kOlmoe, &kDeepseekV2, &kDeepseekV3, &kGptOss};
   return kAll;
 }
 
