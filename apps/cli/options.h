@@ -39,5 +39,6 @@ void register_logits(CLI::App& app, int& exit_code);
 void register_bench(CLI::App& app, int& exit_code);
 void register_inspect(CLI::App& app, int& exit_code);
 void register_convert(CLI::App& app, int& exit_code);
+void register_quantize(CLI::App& app, int& exit_code);
 
 }  // namespace moenav::cli

@@ -2,11 +2,13 @@
 
 #include <fmt/format.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <regex>
+#include <thread>
 
 #include "io/gguf.h"
 #include "model/derived_tensors.h"
@@ -26,26 +28,31 @@ int file_type(DType type) {
       return 7;
     case DType::BF16:
       return 32;
+    case DType::Q4_0:
+      return 2;
+    case DType::Q2_K:
+      return 10;
+    case DType::Q3_K:  // the _M mixes: llama.cpp's names for a k-quant default
+      return 12;
+    case DType::Q4_K:
+      return 15;
+    case DType::Q5_K:
+      return 17;
+    case DType::Q6_K:
+      return 18;
     default:
       return 0;
   }
 }
 
-// As llama.cpp's converter: vectors, biases and routers stay f32.
-DType tensor_type(const std::string& name, const Shape& shape, DType requested) {
-  if (shape.rank <= 1 || !name.ends_with(".weight") ||
-      name.find("ffn_gate_inp") != std::string::npos) {
-    return DType::F32;
-  }
-  if (!row_size_valid(requested, shape[shape.rank - 1])) return DType::F16;
-  return requested;
-}
-
-// A tensor to write: name, shape and f32 values in GGUF layout.
+// A tensor to write: name, shape and f32 values in GGUF layout, and its type in the source.
 struct PendingTensor {
   std::string name;
   Shape shape;
   std::vector<float> values;
+  DType source = DType::F32;
+  DType type = DType::F32;      // chosen by the plan
+  std::vector<uint8_t> encoded;  // values as `type`, what add_tensor points to
 };
 
 // Per-expert Hugging Face tensors "blk.L.ffn_gate.E.weight" become one stacked
@@ -63,10 +70,10 @@ std::vector<PendingTensor> collect_tensors(const Model& model) {
       experts[index] = &info;
       continue;
     }
-    pending.push_back({name, info.view.shape, tensor_to_f32(info.view)});
+    pending.push_back({name, info.view.shape, tensor_to_f32(info.view), info.view.dtype});
   }
   for (auto& [name, experts] : stacks) {
-    PendingTensor stacked{name, {}, {}};
+    PendingTensor stacked{name, {}, {}, experts.front()->view.dtype};
     const Shape& one = experts.front()->view.shape;
     stacked.shape = Shape{static_cast<int64_t>(experts.size()), one[0], one[1]};
     for (const TensorInfo* expert : experts) {
@@ -127,6 +134,31 @@ Status write_tokenizer(const Model& model, GgufWriter& writer) {
   return ok_status();
 }
 
+// Encodes every tensor as its chosen type, tensors shared out among the hardware threads
+// (k-quant searches are slow).
+void encode_tensors(std::vector<PendingTensor>& pending) {
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t i = next++; i < pending.size(); i = next++) {
+      PendingTensor& tensor = pending[i];
+      tensor.encoded = encode_rows(tensor.type, tensor.values.data(), tensor.shape);
+      std::vector<float>().swap(tensor.values);
+    }
+  };
+  std::vector<std::thread> threads;
+  for (unsigned t = 1; t < std::thread::hardware_concurrency(); ++t) threads.emplace_back(work);
+  work();
+  for (std::thread& thread : threads) thread.join();
+}
+
+// A GGUF source keeps its metadata (tokenizer, chat template, hyper-parameters) as it was.
+void copy_gguf_metadata(const GgufFile& source, GgufWriter& writer) {
+  for (const std::string& key : source.metadata_keys()) {
+    if (key == "general.file_type" || key == "general.quantization_version") continue;
+    writer.set_value(key, source.metadata().at(key));
+  }
+}
+
 }  // namespace
 
 Status export_gguf(const Model& model, const std::string& path, DType type) {
@@ -138,31 +170,41 @@ Status export_gguf(const Model& model, const std::string& path, DType type) {
     return Status::errorf("{}: convert reads Hugging Face directories (this is {})", model.path,
                           model.format);
   }
+  MOENAV_ASSIGN_OR_RETURN(WeightTypePlan plan, WeightTypePlan::create(dtype_name(type), {}));
+  return export_gguf(model, path, plan);
+}
+
+Status export_gguf(const Model& model, const std::string& path, const WeightTypePlan& plan) {
   const ModelConfig& config = model.config;
+  const bool from_gguf = model.gguf != nullptr;  // already in llama.cpp's names and layouts
   GgufWriter writer;
-  write_common_gguf_config(config, model.arch->gguf_arch, writer);
-  writer.set_string("general.name", std::filesystem::path(model.path).filename().string());
-  writer.set_uint32("general.file_type", static_cast<uint32_t>(file_type(type)));
+  if (from_gguf) {
+    copy_gguf_metadata(*model.gguf, writer);
+  } else {
+    write_common_gguf_config(config, model.arch->gguf_arch, writer);
+    writer.set_string("general.name", std::filesystem::path(model.path).filename().string());
+    if (model.arch->write_gguf) model.arch->write_gguf(config, writer);
+    MOENAV_RETURN_IF_ERROR(write_tokenizer(model, writer));
+  }
+  writer.set_uint32("general.file_type", static_cast<uint32_t>(file_type(plan.default_type())));
   writer.set_uint32("general.quantization_version", 2);
-  if (model.arch->write_gguf) model.arch->write_gguf(config, writer);
-  MOENAV_RETURN_IF_ERROR(write_tokenizer(model, writer));
 
   std::vector<PendingTensor> pending = collect_tensors(model);
-  std::vector<std::vector<uint8_t>> encoded;  // the bytes each add_tensor points to
-  encoded.reserve(pending.size());
+  std::map<std::string, std::vector<std::string>> notes;  // fallback note -> tensors
   for (PendingTensor& tensor : pending) {
-    if (model.arch->to_gguf_layout)
+    if (model.arch->to_gguf_layout && !from_gguf)
       model.arch->to_gguf_layout(config, tensor.name, tensor.shape, tensor.values);
-    const DType dtype = tensor_type(tensor.name, tensor.shape, type);
-    std::vector<uint8_t>& bytes =
-        encoded.emplace_back(static_cast<size_t>(dtype_bytes(dtype, tensor.shape.elements())));
-    const int64_t cols = tensor.shape.rank == 0 ? 1 : tensor.shape[tensor.shape.rank - 1];
-    const int64_t row_bytes = dtype_bytes(dtype, cols);
-    for (int64_t row = 0; row < tensor.shape.elements() / cols; ++row) {
-      quant::quantize_row(dtype, tensor.values.data() + row * cols, bytes.data() + row * row_bytes,
-                          cols);
-    }
-    writer.add_tensor(tensor.name, dtype, tensor.shape, bytes.data());
+    const WeightTypeChoice choice = plan.choose(tensor.name, tensor.shape, tensor.source);
+    if (!choice.note.empty()) notes[choice.note].push_back(tensor.name);
+    tensor.type = choice.type;
+  }
+  for (const auto& [note, names] : notes) {
+    fmt::print(stderr, "moenav: {}{}: {}\n", names.front(),
+               names.size() > 1 ? fmt::format(" and {} more", names.size() - 1) : "", note);
+  }
+  encode_tensors(pending);
+  for (const PendingTensor& tensor : pending) {
+    writer.add_tensor(tensor.name, tensor.type, tensor.shape, tensor.encoded.data());
   }
   return writer.write(path);
 }

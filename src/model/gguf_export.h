@@ -4,15 +4,22 @@
 // permuted for interleaved RoPE), and the tokenizer (tokenizer.ggml.*) when the model directory
 // has a byte-level BPE tokenizer.json. Norms, biases, routers and other vectors stay f32;
 // matrices take the requested type (rows that do not fill whole blocks fall back to f16).
+// `moenav quantize` writes through the same code with a type per tensor (WeightTypePlan, shared
+// with the conversion at load in model/weight_conversion.h), from a Hugging Face directory or a
+// GGUF file (whose metadata and layouts are kept).
 #pragma once
 
 #include <string>
 
 #include "model/model.h"
+#include "model/weight_conversion.h"
 
 namespace moenav {
 
 // type: F32, F16, BF16 or Q8_0.
 Status export_gguf(const Model& model, const std::string& path, DType type);
+
+// Each tensor's type from `plan` (given its stacked GGUF name and its type in the source).
+Status export_gguf(const Model& model, const std::string& path, const WeightTypePlan& plan);
 
 }  // namespace moenav

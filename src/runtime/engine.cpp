@@ -18,6 +18,7 @@
 #include "layers/norm.h"
 #include "layers/rope.h"
 #include "model/model.h"
+#include "model/weight_conversion.h"
 #include "quant/quant.h"
 #include "tokenizer/tokenizer.h"
 
@@ -66,6 +67,7 @@ Expected<std::unique_ptr<Engine>> Engine::create(const std::string& model_path,
   std::unique_ptr<Engine> engine(new Engine());
   engine->config_ = config;
   MOENAV_ASSIGN_OR_RETURN(engine->model_, load_model(model_path));
+  MOENAV_RETURN_IF_ERROR(convert_weights(*engine->model_, config.weights));
   MOENAV_ASSIGN_OR_RETURN(engine->tokenizer_, load_tokenizer(*engine->model_));
   const ModelConfig& model = engine->model_->config;
   if (config.device.backend != "cpu") {
