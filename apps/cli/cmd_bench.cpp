@@ -8,6 +8,7 @@
 
 #include "cli/options.h"
 #include "core/thread_pool.h"
+#include "experts/expert_store.h"
 #include "metrics/benchmark.h"
 #include "metrics/memory.h"
 #include "tokenizer/tokenizer.h"
@@ -54,6 +55,12 @@ int run_bench(BenchArgs& args) {
   out["memory_read_bandwidth_gb_per_s"] = bandwidth / 1e9;
   out["decode_bound_tokens_per_second"] = bound;
   out["config"] = config_to_json(engine->config());
+  // Expert store counters over the warm-up and measured runs together.
+  const ExpertCounters counters = engine->expert_counters();
+  const MemoryPlan& plan = engine->expert_store().memory_plan();
+  out["experts"] = counters.to_json();
+  out["experts"]["runs"] = args.options.warmup + args.options.repetitions;
+  out["memory_plan"] = plan.to_json();
   if (args.json) {
     fmt::print("{}\n", out.dump());
     return 0;
@@ -71,7 +78,23 @@ int run_bench(BenchArgs& args) {
   fmt::print("decode bound {:.1f} tokens/s = {:.1f} GB/s measured read bandwidth / {:.2f} MB of weights per token "
              "({:.0f}% of bound)\n", bound, bandwidth / 1e9, result->decode_bytes_per_token / 1e6,
              100.0 * median("decode_tokens_per_second") / bound);
-  fmt::print("peak RSS {:.1f} MiB\n", result->peak_rss_bytes / 1048576.0);
+  double total = 0.0;
+  for (double seconds : result->stages.seconds) total += seconds;
+  fmt::print("time by stage:");
+  for (size_t i = 0; i < kStageNames.size(); ++i) {
+    if (result->stages.seconds[i] > 0) fmt::print(" {} {:.1f}%", kStageNames[i], 100.0 * result->stages.seconds[i] / total);
+  }
+  fmt::print("\npeak RSS {:.1f} MiB\n", result->peak_rss_bytes / 1048576.0);
+  fmt::print("{}\n", plan.to_string());
+  fmt::print("experts ({} runs): {} hits, {} misses ({:.1f}% hit rate); misses fetched {}, staged {}, cpu {}, "
+             "lowbit {}, skipped {}; evictions {}\n", args.options.warmup + args.options.repetitions,
+             counters.fast_hits(), counters.fast_misses(), 100.0 * counters.hit_rate(), counters.miss_fetched,
+             counters.miss_staged, counters.miss_cpu, counters.miss_lowbit, counters.miss_skipped, counters.evictions);
+  fmt::print("expert bytes: disk->host {:.2f} MB (payload {:.2f} MB); stalled {:.3f} s; I/O busy {:.3f} s; "
+             "prefetch issued {}, used {}, wasted {}, late {} (accuracy {:.1f}%)\n",
+             counters.disk_to_host_bytes / 1e6, counters.payload_bytes / 1e6, counters.stall_seconds,
+             counters.io_seconds, counters.prefetch_issued, counters.prefetch_used, counters.prefetch_wasted,
+             counters.prefetch_late, 100.0 * counters.prefetch_accuracy());
   return 0;
 }
 

@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   moenav::cli::register_logits(app, exit_code);
   moenav::cli::register_bench(app, exit_code);
   moenav::cli::register_inspect(app, exit_code);
+  moenav::cli::register_trace(app, exit_code);
   moenav::cli::register_convert(app, exit_code);
   moenav::cli::register_quantize(app, exit_code);
   try {

@@ -38,6 +38,7 @@ void register_perplexity(CLI::App& app, int& exit_code);
 void register_logits(CLI::App& app, int& exit_code);
 void register_bench(CLI::App& app, int& exit_code);
 void register_inspect(CLI::App& app, int& exit_code);
+void register_trace(CLI::App& app, int& exit_code);  // trace and simulate
 void register_convert(CLI::App& app, int& exit_code);
 void register_quantize(CLI::App& app, int& exit_code);
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "moenav/engine_config.h"
+#include "moenav/expert_counters.h"
 #include "moenav/status.h"
 
 namespace moenav {
@@ -22,6 +23,7 @@ class ThreadPool;
 class KvCache;
 class ExpertStore;
 class RoutingPolicy;
+struct StageTimes;
 
 // One sequence: its tokens so far and its KV cache.
 class Session {
@@ -72,6 +74,20 @@ class Engine {
   // token, or of every token when all_logits.
   Expected<std::vector<float>> evaluate(Session& session, std::span<const int32_t> tokens,
                                         bool all_logits = false);
+  // The same, into a caller-owned buffer that keeps its capacity across calls.
+  Status evaluate(Session& session, std::span<const int32_t> tokens, bool all_logits,
+                  std::vector<float>& logits);
+
+  // Wall time per forward-pass stage since the last reset (core/stage_timer.h).
+  const StageTimes& stage_times() const;
+  void reset_stage_times();
+
+  // What the expert store did since creation or the last reset: hits and misses per tier, bytes
+  // per link, stall time, prefetch accuracy.
+  ExpertCounters expert_counters() const;
+  void reset_expert_counters();
+  // Where experts live (experts/expert_store.h): its memory plan, the routing-trace hook.
+  ExpertStore& expert_store();
 
   // Called with every MoE layer's routing (traces, statistics).
   void set_routing_observer(std::function<void(int64_t layer, const Routing&)> observer);

@@ -41,31 +41,43 @@ struct PlacementRule {
 
 struct ExpertCacheConfig {
   std::string size = "all";  // "all", "auto", a slot count per layer ("2"), or bytes ("2GiB")
-  std::string policy = "lru";
+  std::string policy = "lru";  // "lru" | "lfu" | "lfru" | "static" | "priority"
   std::string warm_start;    // routing statistics file
+  std::string scope = "layer";  // "layer": slots per MoE layer; "global": one pool for all layers
 };
 
 struct PlacementConfig {
   std::vector<PlacementRule> rules;
   ExpertCacheConfig expert_cache;
+  std::string disk_io = "direct";  // how the disk tier reads: "direct" (O_DIRECT), "buffered", "mmap"
 };
 
 struct PrefetchConfig {
-  std::string policy = "none";
+  std::string policy = "none";  // "none" | "next_layer_gate" | "trace"
   int depth = 1;
+  int io_threads = 2;                   // asynchronous I/O workers (0 = synchronous loads)
+  std::string max_in_flight = "32MiB";  // bound on bytes being read at once
 };
 
 struct MissConfig {
-  std::string policy = "fetch";
+  std::string policy = "fetch";  // "fetch" | "cpu" | "lowbit" | "skip" | "auto"
+  std::string lowbit_type = "q4_0";  // the low-precision copy's type (lowbit)
 };
 
 struct RoutingConfig {
   int top_k = 0;                      // 0 = the model's own
   std::vector<int> per_layer_top_k;   // empty = global
   std::string skip_policy = "none";   // "none" | "threshold" | "adaptive"
-  double skip_threshold = 0.0;
-  std::string prune_policy = "none";  // "none" | "frequency" | "random" | ...
+  double skip_threshold = 0.0;        // threshold: drop weights below; adaptive: keep this mass
+  bool skip_renormalize = false;      // rescale the kept weights to the selection's sum
+  std::string prune_policy = "none";  // "none" | "frequency" | "random" | "structured"
   double prune_fraction = 0.0;
+  std::string prune_score = "hard";   // frequency: "hard" (selection counts) | "soft" (weight sums)
+  std::string prune_calibration;      // frequency: routing statistics file (moenav trace --stats)
+  std::string prune_pattern = "tail"; // structured: "odd" | "even" | "tail" (highest indices)
+  int prune_seed = 0;                 // random
+  std::string allocation_policy = "none";  // per-layer k: "none" | "lexi" (data-free)
+  double allocation_average_k = 0.0;       // lexi: mean k over MoE layers (0 = the model's)
 };
 
 struct KvCacheConfig {
@@ -109,8 +121,5 @@ Status set_option(EngineConfig& config, std::string_view path, const std::string
 // Applies MOENAV_<PATH> environment variables (routing.top_k -> MOENAV_ROUTING_TOP_K).
 Status apply_environment(EngineConfig& config);
 std::string environment_name(std::string_view path);
-
-// "16GiB", "512MB", "1e9" -> bytes.
-Expected<int64_t> parse_byte_size(std::string_view text);
 
 }  // namespace moenav

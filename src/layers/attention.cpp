@@ -1,9 +1,11 @@
 #include "layers/attention.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 
+#include "backend/cpu/attention.h"
 #include "backend/cpu/matmul.h"
 #include "layers/norm.h"
 
@@ -17,35 +19,73 @@ void add_bias(float* rows, const TensorView& bias, int64_t n_rows, int64_t width
     for (int64_t i = 0; i < width; ++i) rows[r * width + i] += b[i];
 }
 
-// One query head of one row against its sequence's cached keys/values [first, position]. A sink
-// (gpt-oss) is one more logit in the softmax denominator that contributes no value.
-struct AttendOptions {
-  int64_t first = 0;  // the earliest visible position (sliding window)
-  float scale = 1.0f;
-  const float* sink = nullptr;
-};
-
-void attend(const float* query, KvCache& cache, int64_t layer, int64_t position, int64_t kv_offset,
-            int64_t head_dim, const AttendOptions& options, float* scores, float* output) {
-  float max_score = options.sink ? *options.sink : -std::numeric_limits<float>::infinity();
-  for (int64_t j = options.first; j <= position; ++j) {
-    const float* key = cache.keys(layer, j) + kv_offset;
-    float dot = 0.0f;
-    for (int64_t i = 0; i < head_dim; ++i) dot += query[i] * key[i];
-    scores[j] = dot * options.scale;
-    max_score = std::max(max_score, scores[j]);
+// Attention over the caches, once every row's keys and values are in them: the rows split into
+// runs of one sequence (a prefill chunk, or a decode row), each run by KV head and into chunks of
+// rows, the latest (costliest) chunks first; cpu::attention_head does the math.
+void attend_rows(const ModelConfig& config, const LayerWeights& weights, int64_t layer,
+                 std::span<const BatchRow> rows, const float* q, float* attention, ThreadPool& pool) {
+  struct Task {
+    int64_t row_begin, row_end, kv_head;
+  };
+  constexpr int64_t kQueriesPerTask = 128;
+  const int64_t n_rows = static_cast<int64_t>(rows.size());
+  const int64_t head_dim = config.head_dim;
+  const int64_t group = config.n_heads / config.n_kv_heads;
+  const int64_t rows_per_task = std::max<int64_t>(1, kQueriesPerTask / group);
+  // Reused across calls; workers must reach the caller's through these references (naming a
+  // thread_local inside the lambda would give each worker its own).
+  thread_local std::vector<int64_t> first_storage, last_storage;
+  thread_local std::vector<Task> task_storage;
+  std::vector<int64_t>& first = first_storage;  // [T] visible positions of each row
+  std::vector<int64_t>& last = last_storage;
+  std::vector<Task>& tasks = task_storage;
+  first.resize(static_cast<size_t>(n_rows));
+  last.resize(static_cast<size_t>(n_rows));
+  tasks.clear();
+  const bool sliding = config.uses_sliding_window(layer);
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const int64_t position = rows[static_cast<size_t>(r)].position;
+    first[static_cast<size_t>(r)] = sliding ? std::max<int64_t>(0, position - config.sliding_window + 1) : 0;
+    last[static_cast<size_t>(r)] = position;
   }
-  float sum = options.sink ? std::exp(*options.sink - max_score) : 0.0f;
-  for (int64_t j = options.first; j <= position; ++j) {
-    scores[j] = std::exp(scores[j] - max_score);
-    sum += scores[j];
+  for (int64_t begin = 0; begin < n_rows;) {
+    int64_t end = begin + 1;
+    while (end < n_rows && rows[static_cast<size_t>(end)].cache == rows[static_cast<size_t>(begin)].cache) ++end;
+    for (int64_t chunk = begin; chunk < end; chunk += rows_per_task) {
+      for (int64_t kv_head = 0; kv_head < config.n_kv_heads; ++kv_head) {
+        tasks.push_back({chunk, std::min(end, chunk + rows_per_task), kv_head});
+      }
+    }
+    begin = end;
   }
-  std::fill(output, output + head_dim, 0.0f);
-  for (int64_t j = options.first; j <= position; ++j) {
-    const float* value = cache.values(layer, j) + kv_offset;
-    const float p = scores[j] / sum;
-    for (int64_t i = 0; i < head_dim; ++i) output[i] += p * value[i];
-  }
+  std::reverse(tasks.begin(), tasks.end());
+  const float scale = config.attention_scale > 0.0f ? config.attention_scale
+                                                    : 1.0f / std::sqrt(static_cast<float>(head_dim));
+  const float* sinks = static_cast<const float*>(weights.attn_sinks.data);
+  auto run_task = [&](const Task& task) {
+    KvCache& cache = *rows[static_cast<size_t>(task.row_begin)].cache;
+    cpu::AttentionHeadArgs args;
+    args.queries = q + task.row_begin * config.q_dim() + task.kv_head * group * head_dim;
+    args.row_stride = config.q_dim();
+    args.n_rows = task.row_end - task.row_begin;
+    args.group = group;
+    args.head_dim = head_dim;
+    args.scale = scale;
+    args.keys = cache.keys(layer, 0) + task.kv_head * head_dim;
+    args.values = cache.values(layer, 0) + task.kv_head * head_dim;
+    args.kv_stride = cache.kv_dim();
+    args.first = first.data() + task.row_begin;
+    args.last = last.data() + task.row_begin;
+    args.sinks = sinks ? sinks + task.kv_head * group : nullptr;
+    args.output = attention + task.row_begin * config.q_dim() + task.kv_head * group * head_dim;
+    args.output_stride = config.q_dim();
+    cpu::attention_head(args);
+  };
+  if (tasks.size() == 1) return run_task(tasks[0]);
+  std::atomic<size_t> next{0};
+  pool.run([&](int, int) {
+    for (size_t i = next++; i < tasks.size(); i = next++) run_task(tasks[i]);
+  });
 }
 
 // Per-head (Qwen3) or whole-projection (OLMoE) RMSNorm of one row's q and k.
@@ -67,7 +107,6 @@ void attention_forward(const ModelConfig& config, const LayerWeights& weights, i
                        const Rope& rope, std::span<const BatchRow> rows, Workspace& work,
                        const float* normed, float* output, ThreadPool& pool) {
   const int64_t n_rows = static_cast<int64_t>(rows.size());
-  const int64_t head_dim = config.head_dim;
   const int64_t q_dim = config.q_dim();
   const int64_t kv_dim = config.kv_dim();
   float* q = work.q.data();  // [T, q_dim]
@@ -94,31 +133,8 @@ void attention_forward(const ModelConfig& config, const LayerWeights& weights, i
     }
   });
 
-  // Every (row, head) pair is independent once all rows are in the caches.
-  const int64_t group = config.n_heads / config.n_kv_heads;
-  const bool sliding = config.uses_sliding_window(layer);
-  const float scale = config.attention_scale > 0.0f
-                          ? config.attention_scale
-                          : 1.0f / std::sqrt(static_cast<float>(head_dim));
-  const float* sinks = static_cast<const float*>(weights.attn_sinks.data);
-  const int64_t scores_stride = static_cast<int64_t>(work.scores.size()) / pool.size();
   float* attention = work.attention.data();  // [T, q_dim]
-  pool.run([&](int thread, int n_threads) {
-    float* scores = work.scores.data() + thread * scores_stride;
-    const int64_t tasks = n_rows * config.n_heads;
-    for (int64_t task = tasks * thread / n_threads; task < tasks * (thread + 1) / n_threads; ++task) {
-      const int64_t r = task / config.n_heads;
-      const int64_t head = task % config.n_heads;
-      const BatchRow& row = rows[static_cast<size_t>(r)];
-      AttendOptions options;
-      options.first = sliding ? std::max<int64_t>(0, row.position - config.sliding_window + 1) : 0;
-      options.scale = scale;
-      options.sink = sinks ? sinks + head : nullptr;
-      attend(q + r * q_dim + head * head_dim, *row.cache, layer, row.position,
-             (head / group) * head_dim, head_dim, options, scores,
-             attention + r * q_dim + head * head_dim);
-    }
-  });
+  attend_rows(config, weights, layer, rows, q, attention, pool);
   cpu::matmul(weights.attn_output, attention, n_rows, output, pool);
   add_bias(output, weights.attn_output_bias, n_rows, config.hidden);
 }

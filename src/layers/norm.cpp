@@ -10,6 +10,7 @@ void rms_norm(const float* input, const float* weight, float* output, int64_t n_
     const float* x = input + row * dim;
     float* y = output + row * dim;
     float sum_squares = 0.0f;
+#pragma omp simd reduction(+ : sum_squares)
     for (int64_t i = 0; i < dim; ++i) sum_squares += x[i] * x[i];
     const float scale = 1.0f / std::sqrt(sum_squares / static_cast<float>(dim) + eps);
     for (int64_t i = 0; i < dim; ++i) y[i] = x[i] * scale * weight[i];

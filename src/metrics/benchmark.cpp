@@ -53,7 +53,12 @@ nlohmann::json BenchResult::to_json() const {
           {"prefill_tokens_per_second", entry(prefill)},
           {"decode_tokens_per_second", entry(decode)},
           {"peak_rss_bytes", peak_rss_bytes},
-          {"decode_weight_bytes_per_token", decode_bytes_per_token}};
+          {"decode_weight_bytes_per_token", decode_bytes_per_token},
+          {"stage_seconds", [&] {
+             nlohmann::json out = nlohmann::json::object();
+             for (size_t i = 0; i < kStageNames.size(); ++i) out[std::string(kStageNames[i])] = stages.seconds[i];
+             return out;
+           }()}};
 }
 
 Expected<BenchResult> run_benchmark(Engine& engine, std::span<const int32_t> prompt_source,
@@ -71,10 +76,14 @@ Expected<BenchResult> run_benchmark(Engine& engine, std::span<const int32_t> pro
   generation.max_tokens = options.gen_tokens;
   generation.stop_at_eos = false;  // always the same number of tokens
   BenchResult result;
+  engine.reset_stage_times();
   for (int run = 0; run < options.warmup + options.repetitions; ++run) {
     auto session = engine.new_session();
     MOENAV_ASSIGN_OR_RETURN(GenerationResult generated, generate(engine, *session, prompt, generation));
-    if (run < options.warmup) continue;
+    if (run < options.warmup) {
+      engine.reset_stage_times();
+      continue;
+    }
     BenchSample sample;
     sample.ttft_seconds = generated.ttft_seconds;
     sample.tpot_seconds = generated.tpot_seconds();
@@ -82,6 +91,7 @@ Expected<BenchResult> run_benchmark(Engine& engine, std::span<const int32_t> pro
     sample.decode_tokens_per_second = sample.tpot_seconds > 0 ? 1.0 / sample.tpot_seconds : 0.0;
     result.samples.push_back(sample);
   }
+  result.stages = engine.stage_times();
   result.peak_rss_bytes = moenav::peak_rss_bytes();
   result.decode_bytes_per_token = decode_weight_bytes(engine);
   return result;

@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/stage_timer.h"
 #include "moenav/engine.h"
 
 namespace moenav {
@@ -36,6 +37,7 @@ struct BenchResult {
   std::vector<BenchSample> samples;
   int64_t peak_rss_bytes = 0;
   int64_t decode_bytes_per_token = 0;  // weights a decode step reads (top-k experts)
+  StageTimes stages;                   // summed over the measured repetitions
   nlohmann::json to_json() const;
 };
 

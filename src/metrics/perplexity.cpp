@@ -35,10 +35,11 @@ Expected<PerplexityResult> perplexity(Engine& engine, std::span<const int32_t> t
   PerplexityResult result;
   const auto start = std::chrono::steady_clock::now();
   auto session = engine.new_session();
+  std::vector<float> logits;  // [seq, vocab], reused by every window
   for (int64_t window = 0; window < windows; ++window) {
     session->reset();
     const auto window_tokens = tokens.subspan(static_cast<size_t>(window * seq), static_cast<size_t>(seq));
-    MOENAV_ASSIGN_OR_RETURN(std::vector<float> logits, engine.evaluate(*session, window_tokens, true));
+    MOENAV_RETURN_IF_ERROR(engine.evaluate(*session, window_tokens, true, logits));
     for (int64_t j = first_scored; j < seq - 1; ++j) {
       const std::span<const float> row(logits.data() + j * vocab, static_cast<size_t>(vocab));
       result.total_nll += negative_log_likelihood(row, window_tokens[static_cast<size_t>(j + 1)]);

@@ -2,14 +2,15 @@
 // ModelConfig's feature flags; the layers it calls live in src/layers.
 #include "moenav/engine.h"
 
-#include <fmt/format.h>
-
 #include <algorithm>
 #include <filesystem>
 
-#include "backend/cpu/matmul.h"
+#include <fmt/format.h>
+
+#include "core/stage_timer.h"
 #include "core/thread_pool.h"
 #include "experts/expert_store.h"
+#include "experts/store_factory.h"
 #include "layers/attention.h"
 #include "layers/attention_mla.h"
 #include "layers/ffn.h"
@@ -17,6 +18,7 @@
 #include "layers/moe/moe_layer.h"
 #include "layers/norm.h"
 #include "layers/rope.h"
+#include "backend/cpu/matmul.h"
 #include "model/model.h"
 #include "model/weight_conversion.h"
 #include "quant/quant.h"
@@ -31,6 +33,8 @@ struct Engine::State {
   RoutingObserver observer;
   Workspace work;
   std::vector<BatchRow> rows;
+  StageTimes stage_times;
+  std::vector<std::vector<float>> chunk_logits;  // evaluate()'s per-chunk output
 };
 
 Session::Session(std::unique_ptr<KvCache> cache) : cache_(std::move(cache)) {}
@@ -79,14 +83,17 @@ Expected<std::unique_ptr<Engine>> Engine::create(const std::string& model_path,
                           config.kv_cache.context, model.context_length);
   }
   engine->context_ = config.kv_cache.context > 0 ? config.kv_cache.context : model.context_length;
-  MOENAV_ASSIGN_OR_RETURN(RoutingPolicy policy, RoutingPolicy::create(config.routing, model));
   engine->pool_ = std::make_unique<ThreadPool>(config.device.threads);
+  MOENAV_ASSIGN_OR_RETURN(RoutingPolicy policy, RoutingPolicy::create(config.routing, model,
+                                                                      &engine->model_->weights,
+                                                                      engine->pool_.get()));
+  MOENAV_ASSIGN_OR_RETURN(std::unique_ptr<ExpertStore> store,
+                          create_expert_store(*engine->model_, config, engine->context_,
+                                              engine->pool_->size()));
   engine->state_.reset(new State{Rope(model),
                                  std::move(policy),
-                                 std::make_unique<ResidentExpertStore>(engine->model_->weights),
-                                 {},
-                                 {},
-                                 {}});
+                                 std::move(store),
+                                 {}, {}, {}});
   return engine;
 }
 
@@ -96,6 +103,9 @@ Status Engine::require_tokenizer() const {
                         model_->gguf ? "no tokenizer.ggml.model metadata" : "tokenizer.json is missing");
 }
 
+const StageTimes& Engine::stage_times() const { return state_->stage_times; }
+void Engine::reset_stage_times() { state_->stage_times.reset(); }
+
 std::unique_ptr<Session> Engine::new_session() const {
   const ModelConfig& c = model_->config;
   auto cache = c.attention == AttentionKind::Mla
@@ -103,6 +113,10 @@ std::unique_ptr<Session> Engine::new_session() const {
                    : std::make_unique<KvCache>(c.n_layers, c.kv_dim(), context_);
   return std::unique_ptr<Session>(new Session(std::move(cache)));
 }
+
+ExpertCounters Engine::expert_counters() const { return state_->store->counters(); }
+void Engine::reset_expert_counters() { state_->store->reset_counters(); }
+ExpertStore& Engine::expert_store() { return *state_->store; }
 
 void Engine::set_routing_observer(std::function<void(int64_t, const Routing&)> observer) {
   state_->observer = std::move(observer);
@@ -179,30 +193,38 @@ Status Engine::forward(std::span<const ForwardRequest> requests,
   resize_workspace(s.work, c, n_rows, max_k, pool_->size(), max_context);
   Workspace& work = s.work;
 
+  StageClock clock(&s.stage_times);
   float* hidden = work.hidden.data();  // [T, hidden] residual stream
   for (int64_t r = 0; r < n_rows; ++r) {
     quant::dequantize_row(w.token_embedding.dtype, w.token_embedding.row(tokens[static_cast<size_t>(r)]),
                           hidden + r * c.hidden, c.hidden);
   }
+  clock.lap(Stage::Embedding);
   const MoeContext moe{&s.policy, s.store.get(), &s.observer};
   float* normed = work.normed.data();   // [T, hidden]
   float* block_output = work.block_output.data();  // [T, hidden] a block's residual update
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const LayerWeights& layer = w.layers[static_cast<size_t>(l)];
     rms_norm(hidden, static_cast<const float*>(layer.attn_norm.data), normed, n_rows, c.hidden, c.norm_eps);
+    clock.lap(Stage::Norm);
     if (c.attention == AttentionKind::Mla) {
       mla_attention_forward(c, layer, l, s.rope, s.rows, work, normed, block_output, *pool_);
     } else {
       attention_forward(c, layer, l, s.rope, s.rows, work, normed, block_output, *pool_);
     }
+    clock.lap(Stage::Attention);
     for (int64_t i = 0; i < n_rows * c.hidden; ++i) hidden[i] += block_output[i];
     rms_norm(hidden, static_cast<const float*>(layer.ffn_norm.data), normed, n_rows, c.hidden, c.norm_eps);
+    clock.lap(Stage::Norm);
     if (c.is_moe_layer(l)) {
       moe_forward(c, layer, l, moe, normed, n_rows, block_output, work, *pool_);
+      clock.lap(Stage::Moe);
     } else {
       ffn_forward(layer.dense, normed, n_rows, block_output, work, *pool_);
+      clock.lap(Stage::DenseFfn);
     }
     for (int64_t i = 0; i < n_rows * c.hidden; ++i) hidden[i] += block_output[i];
+    clock.lap(Stage::Residual);
   }
 
   // Final norm and LM head, only for the rows whose logits were asked for.
@@ -222,26 +244,33 @@ Status Engine::forward(std::span<const ForwardRequest> requests,
                                     request.tokens.end());
     row += count;
   }
+  clock.lap(Stage::LmHead);
+  return ok_status();
+}
+
+Status Engine::evaluate(Session& session, std::span<const int32_t> tokens, bool all_logits,
+                        std::vector<float>& logits) {
+  // Buffers keep their capacity across calls: a perplexity run evaluates thousands of windows
+  // and would otherwise page-fault fresh megabytes of logits for each.
+  logits.clear();
+  std::vector<std::vector<float>>& chunk_logits = state_->chunk_logits;
+  const size_t chunk = static_cast<size_t>(std::max(config_.batch.ubatch, 1));
+  for (size_t begin = 0; begin < tokens.size(); begin += chunk) {
+    const size_t count = std::min(chunk, tokens.size() - begin);
+    ForwardRequest request{&session, tokens.subspan(begin, count), all_logits};
+    MOENAV_RETURN_IF_ERROR(forward(std::span<const ForwardRequest>(&request, 1), &chunk_logits));
+    if (all_logits || begin + count == tokens.size()) {
+      logits.insert(logits.end(), chunk_logits[0].begin(), chunk_logits[0].end());
+    }
+  }
   return ok_status();
 }
 
 Expected<std::vector<float>> Engine::evaluate(Session& session, std::span<const int32_t> tokens,
                                               bool all_logits) {
-  std::vector<float> result;
-  const size_t chunk = static_cast<size_t>(std::max(config_.batch.ubatch, 1));
-  std::vector<std::vector<float>> logits;
-  for (size_t begin = 0; begin < tokens.size(); begin += chunk) {
-    const size_t count = std::min(chunk, tokens.size() - begin);
-    const bool last_chunk = begin + count == tokens.size();
-    ForwardRequest request{&session, tokens.subspan(begin, count), all_logits};
-    MOENAV_RETURN_IF_ERROR(forward(std::span<const ForwardRequest>(&request, 1), &logits));
-    if (all_logits) {
-      result.insert(result.end(), logits[0].begin(), logits[0].end());
-    } else if (last_chunk) {
-      result = std::move(logits[0]);
-    }
-  }
-  return result;
+  std::vector<float> logits;
+  MOENAV_RETURN_IF_ERROR(evaluate(session, tokens, all_logits, logits));
+  return logits;
 }
 
 }  // namespace moenav

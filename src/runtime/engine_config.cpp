@@ -9,6 +9,8 @@
 
 #include <fmt/format.h>
 
+#include "core/byte_size.h"
+
 namespace moenav {
 
 using nlohmann::json;
@@ -152,13 +154,28 @@ std::vector<ConfigOption> make_options() {
       option<std::string>("placement.expert_cache.warm_start", "--cache-warm-start",
                           "Routing statistics file to pre-fill the cache",
                           MOENAV_FIELD(placement.expert_cache.warm_start)),
+      option<std::string>("placement.expert_cache.scope", "--cache-scope",
+                          "Cache slots per MoE layer (layer) or one pool (global)",
+                          MOENAV_FIELD(placement.expert_cache.scope), one_of({"layer", "global"})),
+      option<std::string>("placement.disk.io", "--disk-io",
+                          "How the disk tier reads experts: direct (O_DIRECT), buffered, mmap",
+                          MOENAV_FIELD(placement.disk_io), one_of({"direct", "buffered", "mmap"})),
       option<std::string>("prefetch.policy", "--prefetch", "Prefetch policy",
                           MOENAV_FIELD(prefetch.policy),
                           one_of({"none", "next_layer_gate", "trace"})),
       option<int>("prefetch.depth", "--prefetch-depth", "Layers to prefetch ahead",
                   MOENAV_FIELD(prefetch.depth), at_least(1)),
+      option<int>("prefetch.io_threads", "--io-threads",
+                  "Asynchronous expert I/O workers (0 = synchronous loads)",
+                  MOENAV_FIELD(prefetch.io_threads), at_least(0)),
+      option<std::string>("prefetch.max_in_flight", "--max-in-flight",
+                          "Bound on expert bytes being read at once, e.g. 32MiB",
+                          MOENAV_FIELD(prefetch.max_in_flight), byte_size_or_empty()),
       option<std::string>("miss.policy", "--miss-policy", "What a cache miss does",
                           MOENAV_FIELD(miss.policy), one_of({"fetch", "cpu", "lowbit", "skip", "auto"})),
+      option<std::string>("miss.lowbit_type", "--lowbit-type",
+                          "Type of the low-precision expert copies (miss.policy = lowbit)",
+                          MOENAV_FIELD(miss.lowbit_type), one_of({"q4_0", "q8_0"})),
       option<int>("routing.top_k", "--top-k-experts", "Experts per token (0 = the model's)",
                   MOENAV_FIELD(routing.top_k), at_least(0)),
       option<std::vector<int>>("routing.per_layer_top_k", "--per-layer-top-k",
@@ -167,13 +184,34 @@ std::vector<ConfigOption> make_options() {
       option<std::string>("routing.skip.policy", "--skip-policy", "Expert skipping policy",
                           MOENAV_FIELD(routing.skip_policy), one_of({"none", "threshold", "adaptive"})),
       option<double>("routing.skip.threshold", "--skip-threshold",
-                     "Drop selected experts whose normalized weight is below this",
+                     "threshold: drop selected experts whose normalized weight is below this; "
+                     "adaptive: keep each token's best experts until their weight reaches this mass",
                      MOENAV_FIELD(routing.skip_threshold), at_least(0)),
+      option<bool>("routing.skip.renormalize", "--skip-renormalize",
+                   "Rescale the kept experts' weights to the full selection's sum",
+                   MOENAV_FIELD(routing.skip_renormalize)),
       option<std::string>("routing.prune.policy", "--prune-policy", "Expert pruning policy",
                           MOENAV_FIELD(routing.prune_policy),
                           one_of({"none", "frequency", "random", "structured"})),
       option<double>("routing.prune.fraction", "--prune-fraction", "Fraction of experts pruned",
                      MOENAV_FIELD(routing.prune_fraction), at_least(0)),
+      option<std::string>("routing.prune.score", "--prune-score",
+                          "Frequency pruning score: hard (selection counts) or soft (weight sums)",
+                          MOENAV_FIELD(routing.prune_score), one_of({"hard", "soft"})),
+      option<std::string>("routing.prune.calibration", "--prune-calibration",
+                          "Routing statistics for frequency pruning (moenav trace --stats)",
+                          MOENAV_FIELD(routing.prune_calibration)),
+      option<std::string>("routing.prune.pattern", "--prune-pattern",
+                          "Structured pruning: odd, even or tail (highest expert indices)",
+                          MOENAV_FIELD(routing.prune_pattern), one_of({"odd", "even", "tail"})),
+      option<int>("routing.prune.seed", "--prune-seed", "Random pruning seed",
+                  MOENAV_FIELD(routing.prune_seed), at_least(0)),
+      option<std::string>("routing.allocation.policy", "--k-allocation",
+                          "Per-layer k allocation: none or lexi (data-free, routing.allocation.average_k)",
+                          MOENAV_FIELD(routing.allocation_policy), one_of({"none", "lexi"})),
+      option<double>("routing.allocation.average_k", "--average-k",
+                     "Mean experts per token over MoE layers for the allocation (0 = the model's)",
+                     MOENAV_FIELD(routing.allocation_average_k), at_least(0)),
       option<std::string>("kv_cache.type", "--kv-type", "KV cache element type",
                           MOENAV_FIELD(kv_cache.type), one_of({"f32", "f16"})),
       option<int64_t>("kv_cache.context", "--context,-c", "Context length (0 = the model's)",
@@ -265,30 +303,6 @@ Status apply_environment(EngineConfig& config) {
     }
   }
   return ok_status();
-}
-
-Expected<int64_t> parse_byte_size(std::string_view text) {
-  std::string number_part;
-  size_t i = 0;
-  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.' ||
-                             text[i] == 'e' || text[i] == 'E' || text[i] == '+')) {
-    number_part += text[i++];
-  }
-  std::string unit(text.substr(i));
-  while (!unit.empty() && unit.front() == ' ') unit.erase(unit.begin());
-  char* end = nullptr;
-  const double number = std::strtod(number_part.c_str(), &end);
-  if (number_part.empty() || end != number_part.c_str() + number_part.size() || number < 0) {
-    return Status::errorf("'{}' is not a byte size (examples: 16GiB, 512MB, 1048576)", text);
-  }
-  struct Unit { std::string_view name; double scale; };
-  static constexpr Unit kUnits[] = {{"", 1}, {"B", 1}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9},
-                                    {"TB", 1e12}, {"KiB", 1024.0}, {"MiB", 1048576.0},
-                                    {"GiB", 1073741824.0}, {"TiB", 1099511627776.0}};
-  for (const Unit& candidate : kUnits) {
-    if (candidate.name == unit) return static_cast<int64_t>(std::llround(number * candidate.scale));
-  }
-  return Status::errorf("'{}': unknown unit '{}' (use B, KB, MB, GB, KiB, MiB, GiB)", text, unit);
 }
 
 }  // namespace moenav

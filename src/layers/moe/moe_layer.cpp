@@ -74,7 +74,16 @@ void moe_forward(const ModelConfig& config, const LayerWeights& weights, int64_t
   // Dispatch
   Dispatch dispatch;
   build_dispatch(routing, config.n_experts, dispatch);
-  context.store->begin_layer(layer, dispatch.order);
+  LayerPlan plan;
+  plan.layer = layer;
+  plan.n_tokens = n_rows;
+  plan.k = k;
+  plan.routed = routing.experts;
+  plan.weights = routing.weights;
+  plan.experts = dispatch.order;
+  plan.normed = normed;
+  plan.pool = &pool;
+  context.store->begin_layer(plan);
   // Experts: gather the rows of each expert, run it, keep its output per (row, slot).
   float* expert_output = work.expert_output.data();  // [T * k, hidden]
   float* gathered = work.expert_input.data();         // [rows of one expert, hidden]
@@ -86,8 +95,14 @@ void moe_forward(const ModelConfig& config, const LayerWeights& weights, int64_t
       const float* source = normed + assigned[static_cast<size_t>(i)].first * hidden;
       std::copy(source, source + hidden, gathered + i * hidden);
     }
-    const FfnWeights expert_weights = context.store->acquire(layer, expert);
-    ffn_forward(expert_weights, gathered, n, projected, work, pool, expert_activation(config));
+    const ExpertLease lease = context.store->acquire(layer, expert);
+    if (lease.skipped) {  // the miss policy dropped it: like a skipped selection in Combine
+      for (const auto& [row, slot] : assigned) routing.experts[static_cast<size_t>(row * k + slot)] = -1;
+      context.store->release(layer, expert);
+      continue;
+    }
+    ffn_forward(lease.weights, gathered, n, projected, work, pool, expert_activation(config));
+    context.store->release(layer, expert);
     for (int64_t i = 0; i < n; ++i) {
       const auto [row, slot] = assigned[static_cast<size_t>(i)];
       std::copy(projected + i * hidden, projected + (i + 1) * hidden,
@@ -107,8 +122,7 @@ void moe_forward(const ModelConfig& config, const LayerWeights& weights, int64_t
     }
   }
   // Shared experts: every token, beside the routed ones.
-  if (config.n_shared_experts > 0)
-    shared_expert_forward(config, weights, normed, n_rows, output, work, pool);
+  if (config.n_shared_experts > 0) shared_expert_forward(config, weights, normed, n_rows, output, work, pool);
 }
 
 }  // namespace moenav
