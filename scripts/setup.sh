@@ -8,7 +8,11 @@ packages=(
   libfmt-dev nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libsqlite3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 curl
+  chromium
 )
+# The official openai npm client test (tests/server, `moenav serve`): node and npm. Skipped when
+# an npm is already installed: NodeSource's nodejs bundles npm and conflicts with Debian's npm.
+command -v npm > /dev/null || packages+=(nodejs npm)
 
 missing=()
 for package in "${packages[@]}"; do

@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   moenav::cli::register_trace(app, exit_code);
   moenav::cli::register_convert(app, exit_code);
   moenav::cli::register_quantize(app, exit_code);
+  moenav::cli::register_serve(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {

@@ -41,5 +41,6 @@ void register_inspect(CLI::App& app, int& exit_code);
 void register_trace(CLI::App& app, int& exit_code);  // trace and simulate
 void register_convert(CLI::App& app, int& exit_code);
 void register_quantize(CLI::App& app, int& exit_code);
+void register_serve(CLI::App& app, int& exit_code);
 
 }  // namespace moenav::cli
