@@ -4,6 +4,11 @@
 BUILD ?= build
 JOBS ?= $(shell nproc)
 MODEL ?= models/tiny-mixtral
+# The main job: tune the embedded model under a default goal (about 3 minutes on 2 cores).
+TUNE_OBJECTIVE ?= min latency
+TUNE_CONSTRAINT ?= ppl <= 1.05*base
+TUNE_MINUTES ?= 3
+TUNE_DB ?= $(BUILD)/moenav-results.db
 
 .PHONY: setup build run test clean
 
@@ -16,7 +21,10 @@ build: setup
 
 run: build
 	$(BUILD)/moenav generate $(MODEL) -p " The history of the city" -n 48
-	$(BUILD)/moenav bench $(MODEL) --prompt-tokens 512 --gen-tokens 128 --reps 3
+	$(BUILD)/moenav tune $(MODEL) --objective "$(TUNE_OBJECTIVE)" --constraint "$(TUNE_CONSTRAINT)" \
+		--budget-minutes $(TUNE_MINUTES) --db $(TUNE_DB) -o $(BUILD)/tuned.json --report $(BUILD)/tune-report.html
+	@echo "run: recommended config in $(BUILD)/tuned.json (try: $(BUILD)/moenav bench $(MODEL) --config $(BUILD)/tuned.json);" \
+		"report in $(BUILD)/tune-report.html (rebuild: $(BUILD)/moenav report --db $(TUNE_DB) -o $(BUILD)/tune-report.html)"
 
 test: build
 	cd $(BUILD) && ctest -L cpu --output-on-failure -j $(JOBS)

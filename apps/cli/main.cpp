@@ -17,6 +17,8 @@ int main(int argc, char** argv) {
   moenav::cli::register_convert(app, exit_code);
   moenav::cli::register_quantize(app, exit_code);
   moenav::cli::register_serve(app, exit_code);
+  moenav::cli::register_tune(app, exit_code);
+  moenav::cli::register_report(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {

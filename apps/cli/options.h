@@ -42,5 +42,7 @@ void register_trace(CLI::App& app, int& exit_code);  // trace and simulate
 void register_convert(CLI::App& app, int& exit_code);
 void register_quantize(CLI::App& app, int& exit_code);
 void register_serve(CLI::App& app, int& exit_code);
+void register_tune(CLI::App& app, int& exit_code);
+void register_report(CLI::App& app, int& exit_code);
 
 }  // namespace moenav::cli

@@ -1,0 +1,190 @@
+#include "tune/default_space.h"
+
+#include <algorithm>
+#include <functional>
+#include <set>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "model/model.h"
+#include "tune/profiler.h"
+
+namespace moenav::tune {
+namespace {
+
+using nlohmann::json;
+
+Choice choice(std::string label, std::vector<Setting> settings) { return {std::move(label), std::move(settings)}; }
+
+Dimension weights_dimension(SpacePreset preset) {
+  Dimension dimension{"weights", {choice("as stored", {{"weights.type", ""}})}};
+  std::vector<std::string> types = {"q8_0", "q4_k", "q4_0"};
+  if (preset == SpacePreset::Small) types = {"q8_0"};
+  if (preset == SpacePreset::Wide) types = {"q8_0", "q4_0"};
+  for (const std::string& type : types) dimension.choices.push_back(choice(type, {{"weights.type", type}}));
+  return dimension;
+}
+
+Dimension experts_dimension(const ModelConfig& model, SpacePreset preset) {
+  const int64_t k = model.n_experts_used, experts = model.n_experts;
+  std::set<int64_t> values;
+  if (preset == SpacePreset::Small) values = {std::max<int64_t>(1, k / 2), k};
+  else if (preset == SpacePreset::Default) values = {std::max<int64_t>(1, k / 2), std::max<int64_t>(1, k - 1), k, k + 1};
+  else for (int64_t v = 1; v <= k + 1; ++v) values.insert(v);
+  if (preset == SpacePreset::Default && k >= 4) values.insert(std::max<int64_t>(1, k / 4));
+  Dimension dimension{"experts per token", {}};
+  for (int64_t v : values) {
+    if (v < 1 || v > experts) continue;
+    // The model's own k is written as "model default" (top_k 0) so the base point stays the baseline.
+    const json value = v == k ? json(0) : json(v);
+    dimension.choices.push_back(choice(fmt::format("k={}", v), {{"routing.top_k", value}}));
+  }
+  return dimension;
+}
+
+Choice skip_choice(double threshold) {
+  return choice(fmt::format("skip<{:g}", threshold),
+                {{"routing.skip.policy", "threshold"}, {"routing.skip.threshold", threshold}});
+}
+
+Dimension skip_dimension() {
+  return {"expert skipping",
+          {choice("no skip", {{"routing.skip.policy", "none"}, {"routing.skip.threshold", 0.0}}), skip_choice(0.2)}};
+}
+
+Choice cache_choice(int64_t slots, int64_t experts, const std::string& policy) {
+  return choice(fmt::format("cache {}/{} {}", slots, experts, policy),
+                {{"placement.expert_cache.size", std::to_string(slots)}, {"placement.expert_cache.policy", policy}});
+}
+
+// Expert cache sizes as slots per layer (fractions of the experts) under LRU (and LFU).
+Dimension cache_dimension(const ModelConfig& model, SpacePreset preset) {
+  const int64_t experts = model.n_experts;
+  auto slots = [&](int quarters) { return std::max<int64_t>(1, experts * quarters / 4); };
+  Dimension dimension{"expert cache", {choice("all resident", {{"placement.expert_cache.size", "all"}})}};
+  std::vector<int> quarters = {2};
+  if (preset == SpacePreset::Default) quarters = {3, 2, 1};
+  if (preset == SpacePreset::Wide) quarters = {2, 1};
+  std::set<int64_t> seen;
+  for (int q : quarters) {
+    if (seen.insert(slots(q)).second && slots(q) < experts) dimension.choices.push_back(cache_choice(slots(q), experts, "lru"));
+  }
+  if (preset == SpacePreset::Default && slots(2) < experts) dimension.choices.push_back(cache_choice(slots(2), experts, "lfu"));
+  return dimension;
+}
+
+Dimension threads_dimension(SpacePreset preset) {
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  std::set<int> values = {1, cores};
+  if (preset == SpacePreset::Wide && cores >= 4) values.insert(cores / 2);
+  Dimension dimension{"threads", {}};
+  for (int v : values) {
+    dimension.choices.push_back(choice(fmt::format("{} thread{}", v, v == 1 ? "" : "s"),
+                                       {{"device.threads", v == cores ? 0 : v}}));
+  }
+  return dimension;
+}
+
+Dimension prefetch_dimension() {
+  return {"prefetch", {choice("no prefetch", {{"prefetch.policy", "none"}}),
+                       choice("prefetch next-layer gate", {{"prefetch.policy", "next_layer_gate"}})}};
+}
+
+Dimension miss_dimension() {
+  return {"miss policy", {choice("miss: fetch", {{"miss.policy", "fetch"}}), choice("miss: run on CPU", {{"miss.policy", "cpu"}})}};
+}
+
+Dimension* find_dimension(ConfigSpace& space, const std::string& name) {
+  for (Dimension& dimension : space.dimensions) {
+    if (dimension.name == name) return &dimension;
+  }
+  return nullptr;
+}
+
+// The validation space must have >= 100 points yet stay measurable exhaustively: dimensions and
+// values are added in this order until it does.
+void grow_wide(ConfigSpace& space, const ModelConfig& model, bool has_cache) {
+  std::vector<std::function<void()>> steps = {
+      [&] { space.dimensions.push_back({"ubatch", {choice("ubatch 64", {{"batch.ubatch", 64}}), choice("ubatch 512", {{"batch.ubatch", 512}})}}); },
+      [&] { if (Dimension* d = find_dimension(space, "expert skipping")) d->choices.push_back(skip_choice(0.3)); },
+      [&] {
+        Dimension* d = find_dimension(space, "experts per token");
+        const int64_t k = model.n_experts_used + 2;
+        if (d && k <= model.n_experts) d->choices.push_back(choice(fmt::format("k={}", k), {{"routing.top_k", k}}));
+      },
+      [&] { if (has_cache) space.dimensions.push_back(prefetch_dimension()); },
+  };
+  for (auto& step : steps) {
+    if (space.size() >= 100) break;
+    step();
+  }
+}
+
+}  // namespace
+
+Expected<SpacePreset> space_preset_from_name(const std::string& name) {
+  if (name == "small") return SpacePreset::Small;
+  if (name == "default") return SpacePreset::Default;
+  if (name == "wide") return SpacePreset::Wide;
+  return Status::errorf("--space '{}': choose small, default or wide", name);
+}
+
+Status probe_expert_cache(const std::string& model_path, const EngineConfig& base) {
+  EngineConfig probe = base;
+  probe.placement.expert_cache.size = "1";
+  probe.device.host_memory = "1B";
+  auto engine = Engine::create(model_path, probe);
+  if (engine.ok()) {
+    return Status::error("expert caching is not in this build yet: the engine accepted a 1-byte host "
+                         "expert-cache budget, so cache size, cache policy, prefetch and miss policy are "
+                         "left out of the space");
+  }
+  return ok_status();
+}
+
+Expected<ConfigSpace> default_space(const std::string& model_path, const Engine& base_engine, const EngineConfig& base,
+                                    SpacePreset preset, const std::vector<std::string>& dimensions) {
+  const ModelConfig& model = base_engine.model_config();
+  ConfigSpace space;
+  space.base = base;
+  // Weight types: each is loaded once to see whether the build converts weights at load.
+  Dimension weights = weights_dimension(preset);
+  std::vector<Choice> kept;
+  for (Choice& candidate : weights.choices) {
+    EngineConfig config = base;
+    config.weights.type = candidate.settings[0].value.get<std::string>();
+    if (config.weights.type.empty()) {
+      kept.push_back(std::move(candidate));
+      continue;
+    }
+    auto engine = Engine::create(model_path, config);
+    Status status = engine.ok() ? Profiler::check_effective(**engine, config) : engine.status();
+    if (status.ok()) kept.push_back(std::move(candidate));
+    else space.notes.push_back(fmt::format("weights {}: unavailable ({})", candidate.label, status.message()));
+  }
+  weights.choices = std::move(kept);
+  if (weights.choices.size() > 1) space.dimensions.push_back(std::move(weights));
+  bool has_cache = false;
+  if (model.n_experts > 1) {
+    space.dimensions.push_back(experts_dimension(model, preset));
+    if (preset != SpacePreset::Small) space.dimensions.push_back(skip_dimension());
+    if (Status cache = probe_expert_cache(model_path, base); cache.ok()) {
+      has_cache = true;
+      space.dimensions.push_back(cache_dimension(model, preset));
+      if (preset == SpacePreset::Default) {
+        space.dimensions.push_back(prefetch_dimension());
+        space.dimensions.push_back(miss_dimension());
+      }
+    } else {
+      space.notes.push_back(cache.message());
+    }
+  }
+  if (std::thread::hardware_concurrency() > 1) space.dimensions.push_back(threads_dimension(preset));
+  for (const std::string& text : dimensions) MOENAV_RETURN_IF_ERROR(space.add_dimension_text(text));
+  if (preset == SpacePreset::Wide) grow_wide(space, model, has_cache);
+  for (const std::string& message : space.validate()) space.notes.push_back(message);
+  return space;
+}
+
+}  // namespace moenav::tune
