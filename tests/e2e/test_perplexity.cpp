@@ -1,5 +1,6 @@
 // Perplexity on WikiText-2 against reference.json (transformers), within 0.01 %: the protocol
-// of shared/README.md over whole splits, for both tiny models.
+// of shared/README.md over whole splits, for both tiny models; and the top-k-reduced references
+// (routing.top_k below the model's own) on the first 65,536 test tokens.
 #include <fstream>
 #include <sstream>
 
@@ -15,6 +16,8 @@ struct PerplexityCase {
   const char* split;
   int64_t seq;
   const char* reference_key;
+  int top_k = 0;           // routing.top_k (0 = the model's)
+  int64_t max_tokens = 0;  // 0 = the whole split
 };
 
 class Perplexity : public ::testing::TestWithParam<PerplexityCase> {};
@@ -28,11 +31,14 @@ TEST_P(Perplexity, MatchesTransformers) {
   std::ifstream stream(shared_path(text_path), std::ios::binary);
   std::stringstream text;
   text << stream.rdbuf();
-  auto engine = open_engine(shared_path(directory));
+  EngineConfig config;
+  config.routing.top_k = c.top_k;
+  auto engine = open_engine(shared_path(directory), config);
   ASSERT_TRUE(engine);
   const std::vector<int32_t> tokens = engine->tokenizer().encode(text.str());
   PerplexityOptions options;
   options.seq = c.seq;
+  options.max_tokens = c.max_tokens;
   auto result = perplexity(*engine, tokens, options);
   ASSERT_TRUE(result.ok()) << result.error();
   const nlohmann::json expected = read_json(shared_path(directory + "/reference.json"))["perplexity"][c.reference_key];
@@ -48,7 +54,10 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(PerplexityCase{"tiny-mixtral", "test", 512, "test_seq512"},
                       PerplexityCase{"tiny-mixtral", "valid", 1024, "valid_seq1024"},
                       PerplexityCase{"tiny-qwen3-moe", "test", 512, "test_seq512"},
-                      PerplexityCase{"tiny-qwen3-moe", "valid", 1024, "valid_seq1024"}),
+                      PerplexityCase{"tiny-qwen3-moe", "valid", 1024, "valid_seq1024"},
+                      PerplexityCase{"tiny-mixtral", "test", 512, "test_seq512_first65536_topk1", 1, 65536},
+                      PerplexityCase{"tiny-qwen3-moe", "test", 512, "test_seq512_first65536_topk1", 1, 65536},
+                      PerplexityCase{"tiny-qwen3-moe", "test", 512, "test_seq512_first65536_topk2", 2, 65536}),
     [](const auto& info) { return std::string(info.param.model == std::string("tiny-mixtral") ? "mixtral_" : "qwen3_") + info.param.reference_key; });
 
 }  // namespace
