@@ -23,9 +23,12 @@ struct BenchArgs {
   bool json = false;
 };
 
-// WikiText-2 test from ../shared when present, else the excerpt shipped in data/.
+// WikiText-2 test from ../shared when present, else the excerpt shipped in data/ (paths relative
+// to the working directory, as from the repository root).
+constexpr const char* kDefaultPromptFiles[] = {"../shared/data/wikitext-2/test.txt", "data/wikitext-2-test-head.txt"};
+
 std::string default_prompt_file() {
-  for (const char* candidate : {"../shared/data/wikitext-2/test.txt", "data/wikitext-2-test-head.txt"}) {
+  for (const char* candidate : kDefaultPromptFiles) {
     if (std::filesystem::exists(candidate)) return candidate;
   }
   return "";
@@ -33,6 +36,10 @@ std::string default_prompt_file() {
 
 int run_bench(BenchArgs& args) {
   if (args.prompt_file.empty()) args.prompt_file = default_prompt_file();
+  if (args.prompt_file.empty()) {
+    return fail(Status::errorf("no prompt text: neither {} nor {} exists here; give one with --prompt-file",
+                               kDefaultPromptFiles[0], kDefaultPromptFiles[1]));
+  }
   std::ifstream stream(args.prompt_file, std::ios::binary);
   if (!stream) return fail(Status::errorf("{}: cannot open prompt file (use --prompt-file)", args.prompt_file));
   std::ostringstream text;

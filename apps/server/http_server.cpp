@@ -1,6 +1,7 @@
 #include "http_server.h"
 
 #include <signal.h>
+#include <sys/socket.h>
 
 #include <chrono>
 #include <thread>
@@ -31,6 +32,19 @@ void configure(httplib::Server& server, const ServerOptions& options) {
   server.set_tcp_nodelay(true);  // streamed tokens are small writes; do not let Nagle hold them
 }
 
+// cpp-httplib listens with a backlog of 5 (CPPHTTPLIB_LISTEN_BACKLOG, fixed when Debian built the
+// library): a burst of concurrent clients overflows it and the dropped SYNs are retried only after
+// a second. The socket-options hook sees the listening socket, so it can be re-listened with a
+// real backlog once bound (listen() on a listening socket just changes its backlog).
+constexpr int kListenBacklog = 1024;
+
+void remember_listening_socket(httplib::Server& server, int& listening_socket) {
+  server.set_socket_options([&listening_socket](socket_t sock) {
+    httplib::default_socket_options(sock);
+    listening_socket = sock;
+  });
+}
+
 // Waits for in-flight generations to end (bounded), then cancels whatever is left.
 void drain(ServerState& state, Scheduler& scheduler, double timeout_seconds) {
   state.draining = true;
@@ -47,6 +61,8 @@ void drain(ServerState& state, Scheduler& scheduler, double timeout_seconds) {
 
 int serve_until_signal(httplib::Server& server, ServerState& state, const ServerOptions& options,
                        const sigset_t& signals) {
+  int listening_socket = -1;
+  remember_listening_socket(server, listening_socket);
   const int port = options.port == 0 ? server.bind_to_any_port(options.host)
                                      : (server.bind_to_port(options.host, options.port) ? options.port : -1);
   if (port < 0) {
@@ -54,6 +70,7 @@ int serve_until_signal(httplib::Server& server, ServerState& state, const Server
                options.port);
     return 1;
   }
+  if (listening_socket >= 0) ::listen(listening_socket, kListenBacklog);
   fmt::print(stderr, "moenav serve: model '{}' ({} sequences, context {}) listening on http://{}:{}\n",
              options.model_name, options.max_sequences, state.engine.context_length(), options.host, port);
   std::thread listener([&server] { server.listen_after_bind(); });
