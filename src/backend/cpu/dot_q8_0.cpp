@@ -98,4 +98,21 @@ DotFn dot_q8_0_family(Isa isa, DType weight_type) {
   }
 }
 
+DotRowsFn dot_q8_0_rows_family(Isa isa, DType weight_type) {
+  const bool q4 = weight_type == DType::Q4_0;
+  if (!q4 && weight_type != DType::Q8_0) return nullptr;
+  switch (isa) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    case Isa::Avx512:
+      return q4 ? &avx512::dot_q8_0_row_tile<quant::BlockQ4_0>
+                : &avx512::dot_q8_0_row_tile<quant::BlockQ8_0>;
+    case Isa::Avx2:
+      return q4 ? &avx2::dot_q8_0_row_tile<quant::BlockQ4_0>
+                : &avx2::dot_q8_0_row_tile<quant::BlockQ8_0>;
+#endif
+    default:
+      return nullptr;  // the scalar reference stays one row at a time
+  }
+}
+
 }  // namespace moenav::cpu::detail
