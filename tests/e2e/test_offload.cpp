@@ -5,6 +5,8 @@
 #include <cstring>
 #include <filesystem>
 
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 
 #include "core/byte_size.h"
@@ -188,7 +190,7 @@ void expect_simulation_matches(const EngineConfig& config, const std::string& tr
 }
 
 TEST(CacheSimulator, PredictsTheRealRunsHitsAndMissesExactly) {
-  const std::string trace_path = ::testing::TempDir() + "offload_sim.trace";
+  const std::string trace_path = ::testing::TempDir() + "offload_sim_" + std::to_string(getpid()) + ".trace";
   for (const char* policy : kPolicies) {
     for (int slots : {1, 2, 3, 5, 8}) {
       for (const char* prefetch : kPrefetch) {
@@ -207,7 +209,7 @@ TEST(CacheSimulator, PredictsTheRealRunsHitsAndMissesExactly) {
 }
 
 TEST(CacheSimulator, ATraceOfTheResidentRunPredictsACachedRun) {
-  const std::string trace_path = ::testing::TempDir() + "offload_resident.trace";
+  const std::string trace_path = ::testing::TempDir() + "offload_resident_" + std::to_string(getpid()) + ".trace";
   auto resident = Engine::create(model_path(), base_config());
   ASSERT_TRUE(resident.ok());
   auto writer = RoutingTraceWriter::open(trace_path, (*resident)->model(), 1);

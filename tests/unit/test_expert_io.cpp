@@ -9,6 +9,8 @@
 #include <fstream>
 #include <thread>
 
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 
 #include "experts/expert_io.h"
@@ -128,7 +130,7 @@ std::string write_sample_trace(const std::string& path) {
 }
 
 TEST(RoutingTrace, RoundTrip) {
-  const std::string path = write_sample_trace(::testing::TempDir() + "sample.trace");
+  const std::string path = write_sample_trace(::testing::TempDir() + "sample_" + std::to_string(getpid()) + ".trace");
   auto trace = read_routing_trace(path);
   ASSERT_TRUE(trace.ok()) << trace.error();
   EXPECT_EQ(trace->n_layers, 6);
@@ -152,7 +154,7 @@ TEST(RoutingTrace, RoundTrip) {
 }
 
 TEST(RoutingTrace, CorruptAndTruncatedFilesAreErrors) {
-  const std::string path = write_sample_trace(::testing::TempDir() + "corrupt.trace");
+  const std::string path = write_sample_trace(::testing::TempDir() + "corrupt_" + std::to_string(getpid()) + ".trace");
   std::ifstream in(path, std::ios::binary);
   std::string bytes((std::istreambuf_iterator<char>(in)), {});
   in.close();
@@ -197,7 +199,7 @@ TEST(RoutingStats, LoadsReferenceCountsAndOwnFormat) {
   EXPECT_EQ(reference->counts[0][0], 34.0);
   EXPECT_EQ(reference->tokens, 65536);
   EXPECT_FALSE(reference->has_weight_sums());
-  const std::string path = ::testing::TempDir() + "stats.json";
+  const std::string path = ::testing::TempDir() + "stats_" + std::to_string(getpid()) + ".json";
   RoutingStats stats = RoutingStats::zeros(tiny().config, false);
   stats.tokens = 3;
   stats.counts[1][2] = 3;
