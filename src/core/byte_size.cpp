@@ -1,5 +1,6 @@
 // Byte sizes as users write them ("16GiB", "512MB", "1e9"): memory budgets, cache sizes, I/O
-// bounds. In core because the memory planner (experts) and the option table (runtime) both read them.
+// bounds. In core because the memory planner (experts) and the option table (runtime) both read
+// them.
 #include "core/byte_size.h"
 
 #include <cctype>
@@ -23,10 +24,20 @@ Expected<int64_t> parse_byte_size(std::string_view text) {
   if (number_part.empty() || end != number_part.c_str() + number_part.size() || number < 0) {
     return Status::errorf("'{}' is not a byte size (examples: 16GiB, 512MB, 1048576)", text);
   }
-  struct Unit { std::string_view name; double scale; };
-  static constexpr Unit kUnits[] = {{"", 1}, {"B", 1}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9},
-                                    {"TB", 1e12}, {"KiB", 1024.0}, {"MiB", 1048576.0},
-                                    {"GiB", 1073741824.0}, {"TiB", 1099511627776.0}};
+  struct Unit {
+    std::string_view name;
+    double scale;
+  };
+  static constexpr Unit kUnits[] = {{"", 1},
+                                    {"B", 1},
+                                    {"KB", 1e3},
+                                    {"MB", 1e6},
+                                    {"GB", 1e9},
+                                    {"TB", 1e12},
+                                    {"KiB", 1024.0},
+                                    {"MiB", 1048576.0},
+                                    {"GiB", 1073741824.0},
+                                    {"TiB", 1099511627776.0}};
   for (const Unit& candidate : kUnits) {
     if (candidate.name == unit) return static_cast<int64_t>(std::llround(number * candidate.scale));
   }

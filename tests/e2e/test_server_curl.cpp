@@ -12,12 +12,13 @@ namespace {
 // curl's stdout for a JSON POST to `path`; the body goes through a file so no shell quoting
 // of the JSON is needed.
 std::string curl_post(int port, const std::string& path, const Json& body, bool stream) {
-  const std::string body_path =
-      (std::filesystem::temp_directory_path() / ("moenav_curl_" + std::to_string(getpid()) + ".json")).string();
+  const std::string body_path = (std::filesystem::temp_directory_path() /
+                                 ("moenav_curl_" + std::to_string(getpid()) + ".json"))
+                                    .string();
   std::ofstream(body_path) << body.dump();
   const std::string command = std::string("curl -s --max-time 60 ") + (stream ? "-N " : "") +
-                              "-H 'Content-Type: application/json' --data-binary @'" + body_path + "' " +
-                              "http://127.0.0.1:" + std::to_string(port) + path;
+                              "-H 'Content-Type: application/json' --data-binary @'" + body_path +
+                              "' " + "http://127.0.0.1:" + std::to_string(port) + path;
   std::string out;
   if (FILE* pipe = popen(command.c_str(), "r")) {
     char buffer[4096];
@@ -44,7 +45,8 @@ std::string streamed_text(const std::string& body, bool chat) {
 }
 
 TEST(ServerCurl, StreamedAndWholeMatchGreedy) {
-  if (std::system("curl --version > /dev/null 2>&1") != 0) GTEST_SKIP() << "curl is not installed (scripts/setup.sh installs it)";
+  if (std::system("curl --version > /dev/null 2>&1") != 0)
+    GTEST_SKIP() << "curl is not installed (scripts/setup.sh installs it)";
   GreedyReference reference;
   ASSERT_TRUE(reference.ok());
   ServerProcess server;
@@ -59,11 +61,18 @@ TEST(ServerCurl, StreamedAndWholeMatchGreedy) {
   ASSERT_FALSE(expected_chat.empty());
   for (bool stream : {false, true}) {
     SCOPED_TRACE(stream ? "streamed" : "whole");
-    const Json completion = {{"model", "tiny-mixtral"}, {"prompt", prompt}, {"max_tokens", 24},
-                             {"temperature", 0}, {"stream", stream}};
-    const std::string completion_out = curl_post(server.port(), "/v1/completions", completion, stream);
-    const Json chat = {{"model", "tiny-mixtral"}, {"messages", messages}, {"max_tokens", 16},
-                       {"temperature", 0}, {"stream", stream}};
+    const Json completion = {{"model", "tiny-mixtral"},
+                             {"prompt", prompt},
+                             {"max_tokens", 24},
+                             {"temperature", 0},
+                             {"stream", stream}};
+    const std::string completion_out =
+        curl_post(server.port(), "/v1/completions", completion, stream);
+    const Json chat = {{"model", "tiny-mixtral"},
+                       {"messages", messages},
+                       {"max_tokens", 16},
+                       {"temperature", 0},
+                       {"stream", stream}};
     const std::string chat_out = curl_post(server.port(), "/v1/chat/completions", chat, stream);
     if (stream) {
       EXPECT_EQ(streamed_text(completion_out, false), expected_completion);

@@ -38,8 +38,8 @@ detail::DotFn integer_kernel(Isa isa, DType weight_type) {
 }
 
 void integer_rows(detail::DotFn dot, detail::DotRowsFn dot_rows, const TensorView& weight,
-                  const PreparedInput& input, float* output, int64_t output_stride, int64_t row_begin,
-                  int64_t row_end) {
+                  const PreparedInput& input, float* output, int64_t output_stride,
+                  int64_t row_begin, int64_t row_end) {
   const int64_t row_bytes = weight.row_bytes();
   const auto* weight_data = static_cast<const uint8_t*>(weight.data);
   const int64_t n_blocks = weight.cols() / dtype_block_size(weight.dtype);
@@ -54,8 +54,8 @@ void integer_rows(detail::DotFn dot, detail::DotRowsFn dot_rows, const TensorVie
       int64_t row = group;
       if (dot_rows != nullptr) {
         for (; row + detail::kDotRows <= group_end; row += detail::kDotRows) {
-          dot_rows(weight_data + row * row_bytes, row_bytes, activations, input_row_bytes, tokens, n_blocks,
-                   output + t * output_stride + row, output_stride);
+          dot_rows(weight_data + row * row_bytes, row_bytes, activations, input_row_bytes, tokens,
+                   n_blocks, output + t * output_stride + row, output_stride);
         }
       }
       for (; row < group_end; ++row) {
@@ -116,8 +116,8 @@ void matmul_rows(const TensorView& weight, const PreparedInput& input, float* ou
                               output, output_stride, row_begin, row_end);
     return;
   }
-  integer_rows(integer_kernel(isa, weight.dtype), detail::dot_q8_0_rows_family(isa, weight.dtype), weight,
-               input, output, output_stride, row_begin, row_end);
+  integer_rows(integer_kernel(isa, weight.dtype), detail::dot_q8_0_rows_family(isa, weight.dtype),
+               weight, input, output, output_stride, row_begin, row_end);
 }
 
 void matmul_rows(Isa isa, const TensorView& weight, const float* input, int64_t n_tokens,

@@ -37,17 +37,17 @@ using DotFn = void (*)(const uint8_t* weight_row, const uint8_t* activations,
 // with a register-tiled kernel: output[t * output_stride + r] = dot(weight row r, activation
 // row t). Bit-identical to kDotRows calls of the family's DotFn.
 constexpr int kDotRows = 2;
-using DotRowsFn = void (*)(const uint8_t* weight, int64_t weight_row_bytes, const uint8_t* activations,
-                           int64_t activation_row_bytes, int n_tokens, int64_t n_blocks, float* output,
-                           int64_t output_stride);
+using DotRowsFn = void (*)(const uint8_t* weight, int64_t weight_row_bytes,
+                           const uint8_t* activations, int64_t activation_row_bytes, int n_tokens,
+                           int64_t n_blocks, float* output, int64_t output_stride);
 
 // One f32 row to Q8_0 or Q8_K blocks, bit-identical to quant::quantize_row on every isa
 // (quantize_activations.cpp).
 void quantize_activation_row(Isa isa, DType format, const float* input, uint8_t* output, int64_t n);
 
 // nullptr when the family has no kernel for this weight type.
-DotFn dot_q8_0_family(Isa isa, DType weight_type);     // Q8_0, Q4_0 x Q8_0 (dot_q8_0.cpp)
-DotFn dot_k_quant_family(Isa isa, DType weight_type);  // Q2_K..Q6_K x Q8_K (dot_k_quants.cpp)
+DotFn dot_q8_0_family(Isa isa, DType weight_type);           // Q8_0, Q4_0 x Q8_0 (dot_q8_0.cpp)
+DotFn dot_k_quant_family(Isa isa, DType weight_type);        // Q2_K..Q6_K x Q8_K (dot_k_quants.cpp)
 DotRowsFn dot_q8_0_rows_family(Isa isa, DType weight_type);  // nullptr: no tiled kernel
 
 }  // namespace moenav::cpu::detail
