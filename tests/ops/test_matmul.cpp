@@ -250,6 +250,32 @@ TEST(Matmul, PreparedActivationsMatchReferenceQuantizer) {
   }
 }
 
+// A token's output must not depend on the batch it is computed in (the server batches requests
+// and promises each the bits of a lone greedy run): every token of a 7-token matmul, and any row
+// subrange, equals the same token alone, bit for bit, on every instruction set.
+TEST(Matmul, BatchAndRowRangeInvariant) {
+  constexpr int64_t tokens = 7;
+  for (DType dtype :
+       {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K, DType::BF16, DType::F32}) {
+    const Case c{dtype, 37, 256, tokens};
+    const Problem p = make_problem(c, 123);
+    for (cpu::Isa isa : supported_isas()) {
+      std::vector<float> batched(static_cast<size_t>(tokens * c.rows));
+      cpu::matmul_rows(isa, p.weight, p.input.data(), tokens, batched.data(), c.rows, 0, c.rows);
+      for (int64_t t = 0; t < tokens; ++t) {
+        std::vector<float> alone(static_cast<size_t>(c.rows), NAN);
+        cpu::matmul_rows(isa, p.weight, p.input.data() + t * c.cols, 1, alone.data(), c.rows, 0,
+                         c.rows);
+        cpu::matmul_rows(isa, p.weight, p.input.data() + t * c.cols, 1, alone.data(), c.rows, 5, 6);
+        for (int64_t n = 0; n < c.rows; ++n) {
+          ASSERT_EQ(alone[n], batched[t * c.rows + n])
+              << case_name(c, isa) << " token " << t << " row " << n;
+        }
+      }
+    }
+  }
+}
+
 TEST(Matmul, RowsSubrangeWithStride) {
   const Case c{DType::BF16, 50, 96, 5};
   const Problem p = make_problem(c, 99);

@@ -62,6 +62,7 @@ namespace avx2 {
 inline __m256i dot_u8_s8(__m256i u, __m256i s) {
   return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
 }
+constexpr int kChains = 1;
 #include "backend/cpu/dot_q8_0_body.inc"
 }  // namespace avx2
 #pragma GCC pop_options
@@ -72,6 +73,7 @@ namespace avx512 {
 inline __m256i dot_u8_s8(__m256i u, __m256i s) {
   return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
 }
+constexpr int kChains = 2;
 #include "backend/cpu/dot_q8_0_body.inc"
 }  // namespace avx512
 #pragma GCC pop_options

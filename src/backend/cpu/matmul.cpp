@@ -52,7 +52,9 @@ void integer_rows(detail::DotFn dot, detail::DotRowsFn dot_rows, const TensorVie
           static_cast<int>(std::min<int64_t>(detail::kDotTokens, input.n_tokens - t));
       const uint8_t* activations = input.quantized.data() + t * input_row_bytes;
       int64_t row = group;
-      if (dot_rows != nullptr) {
+      // One token reads each weight once: a single row at a time keeps the read one sequential
+      // stream (two interleaved rows are short streams the prefetcher keeps restarting).
+      if (dot_rows != nullptr && tokens > 1) {
         for (; row + detail::kDotRows <= group_end; row += detail::kDotRows) {
           dot_rows(weight_data + row * row_bytes, row_bytes, activations, input_row_bytes, tokens,
                    n_blocks, output + t * output_stride + row, output_stride);
