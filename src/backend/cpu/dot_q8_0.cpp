@@ -35,8 +35,8 @@ int weight_level(const Block& block, int i) {
 // The reference: exact int32 block sums, float accumulation in block order.
 template <typename Block>
 void dot_q8_0_tokens(const uint8_t* weight_row, const uint8_t* activations,
-                     int64_t activation_row_bytes, int n_tokens, int64_t nb, float* output,
-                     int64_t output_stride) {
+                     int64_t activation_row_bytes, const int32_t* /*lane_sums*/, int n_tokens,
+                     int64_t nb, float* output, int64_t output_stride) {
   const auto* w = reinterpret_cast<const Block*>(weight_row);
   for (int t = 0; t < n_tokens; ++t) {
     const auto* a =
@@ -63,6 +63,7 @@ inline __m256i dot_u8_s8(__m256i u, __m256i s) {
   return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
 }
 constexpr int kChains = 1;
+constexpr bool kBiased = false;
 #include "backend/cpu/dot_q8_0_body.inc"
 }  // namespace avx2
 #pragma GCC pop_options
@@ -74,6 +75,7 @@ inline __m256i dot_u8_s8(__m256i u, __m256i s) {
   return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
 }
 constexpr int kChains = 2;
+constexpr bool kBiased = true;
 #include "backend/cpu/dot_q8_0_body.inc"
 }  // namespace avx512
 #pragma GCC pop_options

@@ -51,18 +51,20 @@ void integer_rows(detail::DotFn dot, detail::DotRowsFn dot_rows, const TensorVie
       const int tokens =
           static_cast<int>(std::min<int64_t>(detail::kDotTokens, input.n_tokens - t));
       const uint8_t* activations = input.quantized.data() + t * input_row_bytes;
+      const int32_t* lane_sums =
+          input.lane_sums.empty() ? nullptr : input.lane_sums.data() + t * n_blocks * 8;
       int64_t row = group;
       // One token reads each weight once: a single row at a time keeps the read one sequential
       // stream (two interleaved rows are short streams the prefetcher keeps restarting).
       if (dot_rows != nullptr && tokens > 1) {
         for (; row + detail::kDotRows <= group_end; row += detail::kDotRows) {
-          dot_rows(weight_data + row * row_bytes, row_bytes, activations, input_row_bytes, tokens,
-                   n_blocks, output + t * output_stride + row, output_stride);
+          dot_rows(weight_data + row * row_bytes, row_bytes, activations, input_row_bytes,
+                   lane_sums, tokens, n_blocks, output + t * output_stride + row, output_stride);
         }
       }
       for (; row < group_end; ++row) {
-        dot(weight_data + row * row_bytes, activations, input_row_bytes, tokens, n_blocks,
-            output + t * output_stride + row, output_stride);
+        dot(weight_data + row * row_bytes, activations, input_row_bytes, lane_sums, tokens,
+            n_blocks, output + t * output_stride + row, output_stride);
       }
     }
   }
@@ -90,10 +92,16 @@ void prepare_input(DType weight_type, const float* input, int64_t n_tokens, int6
   MOENAV_CHECK(row_size_valid(prepared.format, cols));
   const int64_t row_bytes = prepared.row_bytes();
   prepared.quantized.resize(static_cast<size_t>(row_bytes * n_tokens));
+  const bool lane_sums = prepared.format == DType::Q8_0;
+  const int64_t n_blocks = cols / dtype_block_size(prepared.format);
+  prepared.lane_sums.resize(lane_sums ? static_cast<size_t>(n_tokens * n_blocks * 8) : 0);
   auto quantize_tokens = [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
-      detail::quantize_activation_row(best_isa(), prepared.format, input + t * cols,
-                                      prepared.quantized.data() + t * row_bytes, cols);
+      uint8_t* row = prepared.quantized.data() + t * row_bytes;
+      detail::quantize_activation_row(best_isa(), prepared.format, input + t * cols, row, cols);
+      if (lane_sums) {
+        detail::activation_lane_sums(row, n_blocks, prepared.lane_sums.data() + t * n_blocks * 8);
+      }
     }
   };
   if (pool != nullptr && n_tokens > 1) {

@@ -42,6 +42,10 @@ struct PreparedInput {
   int64_t cols = 0;                // K
   const float* values = nullptr;   // [n_tokens, K] f32 (not owned), always set
   std::vector<uint8_t> quantized;  // [n_tokens, row_bytes()] when format != F32
+  // Q8_0 only: [n_tokens, blocks, 8] minus the sums of each 4 adjacent quants, which turn the
+  // dot of unsigned-biased weights back into the signed one (w + 128 for Q8_0, raw 0..15 levels
+  // for Q4_0) with no per-row sign fix-up.
+  std::vector<int32_t> lane_sums;
   int64_t row_bytes() const { return dtype_bytes(format, cols); }
 };
 

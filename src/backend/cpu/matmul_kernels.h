@@ -27,23 +27,28 @@ void matmul_float_rows(Isa isa, DType dtype, const uint8_t* weight, int64_t row_
 
 // Integer path: one weight row (n_blocks blocks) against n_tokens (1..kDotTokens) rows of
 // quantized activations (Q8_0 or Q8_K blocks, rows activation_row_bytes apart):
-// output[t * output_stride] = dot(weight row, activation row t).
+// output[t * output_stride] = dot(weight row, activation row t). lane_sums (Q8_0 activations,
+// else unused) are PreparedInput::lane_sums of the same tokens, n_blocks * 8 per token.
 constexpr int kDotTokens = 4;
 using DotFn = void (*)(const uint8_t* weight_row, const uint8_t* activations,
-                       int64_t activation_row_bytes, int n_tokens, int64_t n_blocks, float* output,
-                       int64_t output_stride);
+                       int64_t activation_row_bytes, const int32_t* lane_sums, int n_tokens,
+                       int64_t n_blocks, float* output, int64_t output_stride);
 
 // The same for kDotRows consecutive weight rows (weight_row_bytes apart) at once, for families
 // with a register-tiled kernel: output[t * output_stride + r] = dot(weight row r, activation
 // row t). Bit-identical to kDotRows calls of the family's DotFn.
 constexpr int kDotRows = 2;
 using DotRowsFn = void (*)(const uint8_t* weight, int64_t weight_row_bytes,
-                           const uint8_t* activations, int64_t activation_row_bytes, int n_tokens,
-                           int64_t n_blocks, float* output, int64_t output_stride);
+                           const uint8_t* activations, int64_t activation_row_bytes,
+                           const int32_t* lane_sums, int n_tokens, int64_t n_blocks, float* output,
+                           int64_t output_stride);
 
 // One f32 row to Q8_0 or Q8_K blocks, bit-identical to quant::quantize_row on every isa
 // (quantize_activations.cpp).
 void quantize_activation_row(Isa isa, DType format, const float* input, uint8_t* output, int64_t n);
+
+// PreparedInput::lane_sums of one Q8_0 row of n_blocks blocks (8 per block).
+void activation_lane_sums(const uint8_t* q8_0_row, int64_t n_blocks, int32_t* lane_sums);
 
 // nullptr when the family has no kernel for this weight type.
 DotFn dot_q8_0_family(Isa isa, DType weight_type);           // Q8_0, Q4_0 x Q8_0 (dot_q8_0.cpp)
