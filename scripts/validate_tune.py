@@ -7,12 +7,21 @@ on a fresh database of its own (so it measures everything it uses itself). The d
 recommendation is then looked up among the oracle's measurements and its objective compared
 with the oracle's best feasible point. Prints one JSON object.
 
+Two gaps are reported. `gap` compares single measurements taken up to twenty minutes apart, which
+on a shared machine differ by tens of percent for identical configs (the oracle's best is then
+partly the luckiest draw). `gap_paired` re-measures the two configs with `moenav bench`,
+alternating them (ABBA) for --rounds rounds with the tuner's workload, and takes the median of
+the per-round ratios: the fair comparison of two configs under drifting machine load.
+
 usage: scripts/validate_tune.py [--moenav build/moenav] [--model models/tiny-mixtral] [--work DIR]
+                                [--rounds 4]
 """
 import argparse
 import json
 import os
+import shutil
 import sqlite3
+import statistics
 import subprocess
 import time
 
@@ -41,6 +50,28 @@ def value(point, metric):
     return m[metric + "_s"]
 
 
+def bench_value(args, config, metric):
+    command = [args.moenav, "bench", args.model, "--config", config, "--prompt-tokens", "512",
+               "--gen-tokens", "128", "--reps", "3", "--warmup", "1", "--json"]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    m = json.loads(done.stdout)
+    latency = m["ttft_ms"]["median"] + m["gen_tokens"] * m["tpot_ms"]["median"]
+    return {"latency": latency, "throughput": m["gen_tokens"] / latency, "tpot": m["tpot_ms"]["median"],
+            "ttft": m["ttft_ms"]["median"], "host_mem": m["peak_rss_bytes"],
+            "gpu_mem": m["peak_rss_bytes"]}[metric]
+
+
+def paired_gap(args, best_config, pick_config, metric):
+    """Median over ABBA rounds of the pick's objective relative to the best's (0 = as good)."""
+    ratios = []
+    for round_index in range(args.rounds):
+        order = [best_config, pick_config] if round_index % 2 == 0 else [pick_config, best_config]
+        values = {config: bench_value(args, config, metric) for config in order}
+        best, pick = values[best_config], values[pick_config]
+        ratios.append(pick / best if LOWER_IS_BETTER[metric] else best / pick)
+    return statistics.median(ratios) - 1.0, [round(r - 1.0, 4) for r in ratios]
+
+
 def latest_run(db):
     with sqlite3.connect(db) as connection:
         row = connection.execute("SELECT result FROM runs ORDER BY id DESC LIMIT 1").fetchone()
@@ -64,12 +95,16 @@ def main():
     parser.add_argument("--moenav", default="build/moenav")
     parser.add_argument("--model", default="models/tiny-mixtral")
     parser.add_argument("--work", default="build/validate-tune")
+    parser.add_argument("--rounds", type=int, default=4, help="ABBA rounds of the paired re-measurement")
     args = parser.parse_args()
     os.makedirs(args.work, exist_ok=True)
     oracle_db = os.path.join(args.work, "oracle.db")
     rows = []
     for index, (objective, constraints) in enumerate(GOALS):
         oracle, oracle_seconds, _ = tune(args, oracle_db, objective, constraints, True)
+        oracle_config = os.path.join(args.work, f"oracle{index}.json")
+        if os.path.exists(oracle_db + ".json"):
+            shutil.copyfile(oracle_db + ".json", oracle_config)
         default_db = os.path.join(args.work, f"default{index}.db")
         for suffix in ("", "-wal", "-shm"):
             if os.path.exists(default_db + suffix):
@@ -93,6 +128,12 @@ def main():
                         "default_pick_value_in_oracle": pick_in_oracle,
                         "default_pick_feasible_in_oracle": by_key[pick["key"]]["feasible"],
                         "gap": ratio - 1.0})
+            if metric != "ppl":
+                if pick["key"] == best["key"]:
+                    row.update({"gap_paired": 0.0, "paired_rounds": "same config"})
+                else:
+                    gap, rounds = paired_gap(args, oracle_config, default_db + ".json", metric)
+                    row.update({"gap_paired": gap, "paired_rounds": rounds})
         else:
             row.update({"oracle_best": best and best["label"], "default_pick": pick and pick["label"]})
         rows.append(row)
