@@ -86,8 +86,7 @@ nlohmann::json Measurement::to_json() const {
           {"resident_expert_bytes", resident_expert_bytes},
           {"ppl", number_or_null(ppl)},
           {"experts_per_token", number_or_null(experts_per_token)},
-          {"seconds", seconds},
-          {"draws", draws}};
+          {"seconds", seconds}};
 }
 
 Measurement Measurement::from_json(const nlohmann::json& json) {
@@ -107,7 +106,6 @@ Measurement Measurement::from_json(const nlohmann::json& json) {
   m.experts_per_token = number_from(json, "experts_per_token");
   const double seconds = number_from(json, "seconds");
   m.seconds = std::isnan(seconds) ? 0.0 : seconds;
-  m.draws = static_cast<int>(integer_from(json, "draws", 1));
   return m;
 }
 

@@ -64,7 +64,6 @@ struct Measurement {
   double ppl = NAN;              // filled from the (weights, routing) quality table
   double experts_per_token = NAN;  // mean routed experts computed per token per MoE layer
   double seconds = 0.0;          // wall time the measurement took
-  int draws = 1;                 // measurements the times are the median of (finalists: more)
 
   double latency_s() const { return ttft_s + static_cast<double>(gen_tokens) * tpot_s; }
   double throughput() const { return static_cast<double>(gen_tokens) / latency_s(); }

@@ -58,7 +58,6 @@ class NavigatorRun {
   bool novel(size_t index) const;  // has a dimension choice fewer than two measured points have
   void observe_choices(size_t index);
   double best_feasible_score() const;
-  void confirm_finalists();  // re-measure the best few and the baseline, keep medians
 
   // summary.cpp
   void finalize();

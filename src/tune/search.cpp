@@ -3,12 +3,10 @@
 // the prompt and of the generated tokens, one repetition), re-ranking after every point as the
 // cost model learns; rung 2 measures the best third of them at full fidelity, then keeps going
 // down the ranking while a candidate is still expected to beat the best feasible point by more
-// than the noise. At most measure_fraction of the space is measured. Both modes end by
-// confirming their finalists (confirm_finalists).
+// than the noise. At most measure_fraction of the space is measured.
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <map>
 #include <set>
 
 #include "tune/navigator_run.h"
@@ -116,7 +114,6 @@ void NavigatorRun::search_exhaustive() {
     }
     progress_.replan(remaining);
   }
-  confirm_finalists();
   repredict();
 }
 
@@ -141,65 +138,7 @@ void NavigatorRun::search_halving() {
   for (size_t step = 0; step < rung2 && step < remaining.size(); ++step) progress_.plan(estimate_seconds(remaining[step], Fidelity::Full));
   rung_low(remaining, rung1);
   rung_full(rung2);
-  confirm_finalists();
   repredict();
-}
-
-// On a shared machine one measurement of a point can be tens of percent off (a busy neighbour),
-// so the best of many single draws is partly the luckiest. The best few feasible points and the
-// baseline (the reference of relative constraints) are measured again, in turns so that a slow
-// moment hits them alike, and each keeps the median of its draws. It re-measures points already
-// measured: the count of points measured does not change.
-void NavigatorRun::confirm_finalists() {
-  constexpr size_t kFinalists = 4;
-  constexpr int kRounds = 2;
-  std::vector<std::pair<double, size_t>> feasible;
-  for (size_t i = 0; i < result_.points.size(); ++i) {
-    const TunedPoint& tuned = result_.points[i];
-    if (!tuned.full || i == result_.baseline) continue;
-    Measurement m = *tuned.full;
-    m.ppl = tuned.ppl;
-    if (judge_.known(m) && judge_.feasible(m)) feasible.emplace_back(judge_.score(m), i);
-  }
-  std::sort(feasible.begin(), feasible.end());
-  if (feasible.size() > kFinalists) feasible.resize(kFinalists);
-  if (feasible.empty() || !result_.points[result_.baseline].full || over_budget()) return;
-  std::vector<size_t> finalists{result_.baseline};
-  for (const auto& [score, index] : feasible) finalists.push_back(index);
-  std::map<size_t, std::vector<Measurement>> draws;
-  for (size_t index : finalists) draws[index].push_back(*result_.points[index].full);
-  for (int round = 0; round < kRounds; ++round) {
-    for (size_t index : finalists) progress_.plan(estimate_seconds(index, Fidelity::Full));
-  }
-  for (int round = 0; round < kRounds; ++round) {
-    for (size_t index : finalists) {
-      const double estimate = estimate_seconds(index, Fidelity::Full);
-      progress_.start(fmt::format("{} (confirming)", result_.points[index].point.label));
-      const ProfileOutcome outcome = profiler_.measure(result_.points[index].point.config, full_);
-      if (outcome.status == "ok") draws[index].push_back(outcome.measurement);
-      progress_.done(estimate, static_cast<int>(measured_keys_.size()),
-                     static_cast<int>(result_.points.size()));
-    }
-  }
-  auto median = [](std::vector<double> values) {
-    std::sort(values.begin(), values.end());
-    const size_t n = values.size();
-    return n % 2 == 1 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
-  };
-  for (auto& [index, measurements] : draws) {
-    std::vector<double> ttft, tpot;
-    for (const Measurement& m : measurements) {
-      ttft.push_back(m.ttft_s);
-      tpot.push_back(m.tpot_s);
-    }
-    Measurement& full = *result_.points[index].full;
-    full.ttft_s = median(ttft);
-    full.tpot_s = median(tpot);
-    full.draws = static_cast<int>(measurements.size());
-  }
-  const double base_ppl = judge_.base.ppl;
-  judge_.base = *result_.points[result_.baseline].full;
-  judge_.base.ppl = base_ppl;
 }
 
 bool NavigatorRun::novel(size_t index) const {
