@@ -52,7 +52,9 @@ void integer_rows(detail::DotFn dot, detail::DotRowsFn dot_rows, const TensorVie
           static_cast<int>(std::min<int64_t>(detail::kDotTokens, input.n_tokens - t));
       const uint8_t* activations = input.quantized.data() + t * input_row_bytes;
       const int32_t* lane_sums =
-          input.lane_sums.empty() ? nullptr : input.lane_sums.data() + t * n_blocks * 8;
+          input.lane_sums.empty()
+              ? nullptr
+              : input.lane_sums.data() + t * n_blocks * detail::kLaneSumsPerBlock;
       int64_t row = group;
       // One token reads each weight once: a single row at a time keeps the read one sequential
       // stream (two interleaved rows are short streams the prefetcher keeps restarting).
@@ -94,13 +96,15 @@ void prepare_input(DType weight_type, const float* input, int64_t n_tokens, int6
   prepared.quantized.resize(static_cast<size_t>(row_bytes * n_tokens));
   const bool lane_sums = prepared.format == DType::Q8_0;
   const int64_t n_blocks = cols / dtype_block_size(prepared.format);
-  prepared.lane_sums.resize(lane_sums ? static_cast<size_t>(n_tokens * n_blocks * 8) : 0);
+  prepared.lane_sums.resize(
+      lane_sums ? static_cast<size_t>(n_tokens * n_blocks * detail::kLaneSumsPerBlock) : 0);
   auto quantize_tokens = [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       uint8_t* row = prepared.quantized.data() + t * row_bytes;
       detail::quantize_activation_row(best_isa(), prepared.format, input + t * cols, row, cols);
       if (lane_sums) {
-        detail::activation_lane_sums(row, n_blocks, prepared.lane_sums.data() + t * n_blocks * 8);
+        detail::activation_lane_sums(
+            row, n_blocks, prepared.lane_sums.data() + t * n_blocks * detail::kLaneSumsPerBlock);
       }
     }
   };

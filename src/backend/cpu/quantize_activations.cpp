@@ -118,9 +118,9 @@ void quantize_activation_row(Isa isa, DType format, const float* input, uint8_t*
 void activation_lane_sums(const uint8_t* q8_0_row, int64_t n_blocks, int32_t* lane_sums) {
   const auto* blocks = reinterpret_cast<const quant::BlockQ8_0*>(q8_0_row);
   for (int64_t b = 0; b < n_blocks; ++b) {
-    for (int lane = 0; lane < 8; ++lane) {
+    for (int lane = 0; lane < kLaneSumsPerBlock; ++lane) {
       const int8_t* q = blocks[b].qs + 4 * lane;
-      lane_sums[b * 8 + lane] = -(q[0] + q[1] + q[2] + q[3]);
+      lane_sums[b * kLaneSumsPerBlock + lane] = -(q[0] + q[1] + q[2] + q[3]);
     }
   }
 }
