@@ -14,7 +14,7 @@ alternating them (ABBA) for --rounds rounds with the tuner's workload, and takes
 the per-round ratios: the fair comparison of two configs under drifting machine load.
 
 usage: scripts/validate_tune.py [--moenav build/moenav] [--model models/tiny-mixtral] [--work DIR]
-                                [--rounds 4]
+                                [--rounds 4] [--goals 0,1,2,3]
 """
 import argparse
 import json
@@ -96,11 +96,16 @@ def main():
     parser.add_argument("--model", default="models/tiny-mixtral")
     parser.add_argument("--work", default="build/validate-tune")
     parser.add_argument("--rounds", type=int, default=4, help="ABBA rounds of the paired re-measurement")
+    parser.add_argument("--goals", default=",".join(str(i) for i in range(len(GOALS))),
+                        help="indices into GOALS to validate, comma-separated (the oracle is measured once either way)")
     args = parser.parse_args()
+    selected = {int(i) for i in args.goals.split(",")}
     os.makedirs(args.work, exist_ok=True)
     oracle_db = os.path.join(args.work, "oracle.db")
     rows = []
     for index, (objective, constraints) in enumerate(GOALS):
+        if index not in selected:
+            continue
         oracle, oracle_seconds, _ = tune(args, oracle_db, objective, constraints, True)
         oracle_config = os.path.join(args.work, f"oracle{index}.json")
         if os.path.exists(oracle_db + ".json"):

@@ -25,6 +25,19 @@ double prediction_margin(Metric metric) {
   return 0.1;
 }
 
+// Relative difference in a measured objective that the noise alone can make. Timings on a shared
+// machine swing by a few percent; peak memory and perplexity repeat almost exactly, so a point
+// predicted 2 % leaner than the best is still worth measuring.
+double measurement_noise(Metric metric) {
+  switch (metric_info(metric).unit) {
+    case Unit::Seconds:
+    case Unit::TokensPerSecond: return 0.03;
+    case Unit::Bytes: return 0.005;
+    case Unit::None: return 0.002;
+  }
+  return 0.03;
+}
+
 }  // namespace
 
 Measurement NavigatorRun::expected(size_t index) const {
@@ -205,12 +218,13 @@ void NavigatorRun::rung_full(size_t count) {
     if (i != result_.baseline && result_.points[i].low && !result_.points[i].full) rung1_points.push_back(i);
   }
   const std::vector<size_t> order = ranked(rung1_points);
+  const double noise = measurement_noise(result_.goal.objective.metric);
   for (size_t rank = 0; rank < order.size(); ++rank) {
     const size_t index = order[rank];
     const double best = best_feasible_score();
     if (rank >= count && std::isfinite(best)) {
       const double next = judge_.score(expected(index));
-      if (!(next < best - 0.03 * std::abs(best)) || !plausible(index)) break;
+      if (!(next < best - noise * std::abs(best)) || !plausible(index)) break;
     }
     if (over_budget() && std::isfinite(best)) break;
     if (rank >= count) progress_.plan(estimate_seconds(index, Fidelity::Full));
