@@ -14,28 +14,24 @@
 namespace moenav::tune {
 namespace {
 
-// Relative slack given to a predicted (not measured) value before a point is ruled out.
-double prediction_margin(Metric metric) {
-  switch (metric_info(metric).unit) {
-    case Unit::Seconds:
-    case Unit::TokensPerSecond: return 0.15;
-    case Unit::Bytes: return 0.05;
-    case Unit::None: return 0.02;
-  }
-  return 0.1;
-}
+// How far a metric of this unit may be off: `prediction` is the relative slack given to a
+// predicted (not measured) value before a point is ruled out; `noise` is the relative difference
+// between two measurements that the noise alone can make. Timings on a shared machine swing by a
+// few percent; peak memory and perplexity repeat almost exactly, so a point predicted 2 % leaner
+// than the best is still worth measuring.
+struct Tolerance {
+  double prediction;
+  double noise;
+};
 
-// Relative difference in a measured objective that the noise alone can make. Timings on a shared
-// machine swing by a few percent; peak memory and perplexity repeat almost exactly, so a point
-// predicted 2 % leaner than the best is still worth measuring.
-double measurement_noise(Metric metric) {
+Tolerance tolerance(Metric metric) {
   switch (metric_info(metric).unit) {
     case Unit::Seconds:
-    case Unit::TokensPerSecond: return 0.03;
-    case Unit::Bytes: return 0.005;
-    case Unit::None: return 0.002;
+    case Unit::TokensPerSecond: return {0.15, 0.03};
+    case Unit::Bytes: return {0.05, 0.005};
+    case Unit::None: return {0.02, 0.002};
   }
-  return 0.03;
+  return {0.15, 0.03};
 }
 
 }  // namespace
@@ -75,7 +71,7 @@ bool NavigatorRun::plausible(size_t index) const {
     const double bound = c.bound(judge_.base_value(c.metric));
     if (std::isnan(value) || std::isnan(bound)) continue;  // unknown yet: keep
     const bool ppl_measured = c.metric == Metric::Perplexity && !std::isnan(result_.points[index].ppl);
-    const double margin = measured || ppl_measured ? 0.0 : prediction_margin(c.metric);
+    const double margin = measured || ppl_measured ? 0.0 : tolerance(c.metric).prediction;
     const bool ok = c.upper_bound() ? value <= bound * (1.0 + margin) : value >= bound * (1.0 - margin);
     if (!ok) return false;
   }
@@ -218,7 +214,7 @@ void NavigatorRun::rung_full(size_t count) {
     if (i != result_.baseline && result_.points[i].low && !result_.points[i].full) rung1_points.push_back(i);
   }
   const std::vector<size_t> order = ranked(rung1_points);
-  const double noise = measurement_noise(result_.goal.objective.metric);
+  const double noise = tolerance(result_.goal.objective.metric).noise;
   for (size_t rank = 0; rank < order.size(); ++rank) {
     const size_t index = order[rank];
     const double best = best_feasible_score();
