@@ -70,10 +70,10 @@ std::vector<PendingTensor> collect_tensors(const Model& model) {
       experts[index] = &info;
       continue;
     }
-    pending.push_back({name, info.view.shape, tensor_to_f32(info.view), info.view.dtype});
+    pending.push_back({name, info.view.shape, tensor_to_f32(info.view), info.view.dtype, DType::F32, {}});
   }
   for (auto& [name, experts] : stacks) {
-    PendingTensor stacked{name, {}, {}, experts.front()->view.dtype};
+    PendingTensor stacked{name, {}, {}, experts.front()->view.dtype, DType::F32, {}};
     const Shape& one = experts.front()->view.shape;
     stacked.shape = Shape{static_cast<int64_t>(experts.size()), one[0], one[1]};
     for (const TensorInfo* expert : experts) {

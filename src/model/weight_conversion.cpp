@@ -53,7 +53,7 @@ DType fallback_type(DType type, DType current) {
   }
 }
 
-WeightTypeChoice fit_rows(std::string_view name, DType wanted, int64_t cols, DType current) {
+WeightTypeChoice fit_rows(DType wanted, int64_t cols, DType current) {
   DType type = wanted;
   while (!row_size_valid(type, cols)) type = fallback_type(type, current);
   if (type == wanted) return {type, ""};
@@ -218,7 +218,7 @@ WeightTypeChoice WeightTypePlan::choose(std::string_view name, const Shape& shap
     if (weight_pattern_matches("router", matched)) wanted = DType::F32;
     if (matched == "output.weight" && is_low_bit(*wanted)) wanted = DType::Q6_K;
   }
-  return fit_rows(name, *wanted, shape[shape.rank - 1], current);
+  return fit_rows(*wanted, shape[shape.rank - 1], current);
 }
 
 std::vector<uint8_t> encode_rows(DType type, const float* values, const Shape& shape) {

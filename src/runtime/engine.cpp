@@ -93,7 +93,7 @@ Expected<std::unique_ptr<Engine>> Engine::create(const std::string& model_path,
   engine->state_.reset(new State{Rope(model),
                                  std::move(policy),
                                  std::move(store),
-                                 {}, {}, {}});
+                                 {}, {}, {}, {}, {}});
   return engine;
 }
 
