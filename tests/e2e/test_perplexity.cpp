@@ -20,6 +20,11 @@ struct PerplexityCase {
   int64_t max_tokens = 0;  // 0 = the whole split
 };
 
+// What GoogleTest prints for GetParam() in the test's log line.
+void PrintTo(const PerplexityCase& c, std::ostream* out) {
+  *out << c.model << " " << c.split << " seq " << c.seq << " top_k " << c.top_k << " max_tokens " << c.max_tokens;
+}
+
 class Perplexity : public ::testing::TestWithParam<PerplexityCase> {};
 
 TEST_P(Perplexity, MatchesTransformers) {
