@@ -24,7 +24,7 @@ struct Marker {
   std::string color = "#1f77b4";
   std::string shape = "circle";  // circle, ring, square, star, dot, diamond
   double size = 5.0;
-  std::string tooltip;
+  std::string tooltip{};
 };
 
 struct Line {

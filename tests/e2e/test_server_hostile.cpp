@@ -216,7 +216,9 @@ TEST_F(Hostile, OversizeBodiesGet413) {
   // An actual 10 MB body through a normal client.
   auto client = server_->client();
   auto result = client->Post("/v1/completions", "{\"prompt\": \"" + std::string(10 << 20, 'a') + "\"}", "application/json");
-  if (result) EXPECT_EQ(result->status, 413);  // else the server closed while the client was still writing
+  if (result) {  // else the server closed while the client was still writing
+    EXPECT_EQ(result->status, 413);
+  }
   expect_healthy();
 }
 
