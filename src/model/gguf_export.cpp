@@ -51,8 +51,8 @@ struct PendingTensor {
   Shape shape;
   std::vector<float> values;
   DType source = DType::F32;
-  DType type = DType::F32;      // chosen by the plan
-  std::vector<uint8_t> encoded;  // values as `type`, what add_tensor points to
+  DType type = DType::F32;         // chosen by the plan
+  std::vector<uint8_t> encoded{};  // values as `type`, what add_tensor points to
 };
 
 // Per-expert Hugging Face tensors "blk.L.ffn_gate.E.weight" become one stacked
@@ -70,10 +70,10 @@ std::vector<PendingTensor> collect_tensors(const Model& model) {
       experts[index] = &info;
       continue;
     }
-    pending.push_back({name, info.view.shape, tensor_to_f32(info.view), info.view.dtype, DType::F32, {}});
+    pending.push_back({name, info.view.shape, tensor_to_f32(info.view), info.view.dtype});
   }
   for (auto& [name, experts] : stacks) {
-    PendingTensor stacked{name, {}, {}, experts.front()->view.dtype, DType::F32, {}};
+    PendingTensor stacked{name, {}, {}, experts.front()->view.dtype};
     const Shape& one = experts.front()->view.shape;
     stacked.shape = Shape{static_cast<int64_t>(experts.size()), one[0], one[1]};
     for (const TensorInfo* expert : experts) {

@@ -33,8 +33,8 @@ struct Engine::State {
   RoutingObserver observer;
   Workspace work;
   std::vector<BatchRow> rows;
-  StageTimes stage_times;
-  std::vector<std::vector<float>> chunk_logits;  // evaluate()'s per-chunk output
+  StageTimes stage_times{};
+  std::vector<std::vector<float>> chunk_logits{};  // evaluate()'s per-chunk output
 };
 
 Session::Session(std::unique_ptr<KvCache> cache) : cache_(std::move(cache)) {}
@@ -93,7 +93,7 @@ Expected<std::unique_ptr<Engine>> Engine::create(const std::string& model_path,
   engine->state_.reset(new State{Rope(model),
                                  std::move(policy),
                                  std::move(store),
-                                 {}, {}, {}, {}, {}});
+                                 {}, {}, {}});
   return engine;
 }
 
