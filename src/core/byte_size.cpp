@@ -44,4 +44,12 @@ Expected<int64_t> parse_byte_size(std::string_view text) {
   return Status::errorf("'{}': unknown unit '{}' (use B, KB, MB, GB, KiB, MiB, GiB)", text, unit);
 }
 
+std::string format_bytes(int64_t bytes) {
+  const double value = static_cast<double>(bytes);
+  if (bytes >= (int64_t{1} << 30)) return fmt::format("{:.2f} GiB", value / (1 << 30));
+  if (bytes >= (int64_t{1} << 20)) return fmt::format("{:.2f} MiB", value / (1 << 20));
+  if (bytes >= (int64_t{1} << 10)) return fmt::format("{:.1f} KiB", value / (1 << 10));
+  return fmt::format("{} B", bytes);
+}
+
 }  // namespace moenav

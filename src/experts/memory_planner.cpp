@@ -56,14 +56,6 @@ int64_t MemoryPlan::fixed_bytes() const {
   return total;
 }
 
-std::string format_bytes(int64_t bytes) {
-  const double value = static_cast<double>(bytes);
-  if (bytes >= (int64_t{1} << 30)) return fmt::format("{:.2f} GiB", value / (1 << 30));
-  if (bytes >= (int64_t{1} << 20)) return fmt::format("{:.2f} MiB", value / (1 << 20));
-  if (bytes >= (int64_t{1} << 10)) return fmt::format("{:.1f} KiB", value / (1 << 10));
-  return fmt::format("{} B", bytes);
-}
-
 std::string MemoryPlan::to_string() const {
   std::string out = "memory plan";
   out += budget > 0 ? fmt::format(" ({} = {})\n", budget_option, format_bytes(budget)) : " (no budget)\n";

@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/byte_size.h"
 #include "moenav/engine_config.h"
 #include "moenav/status.h"
 
@@ -56,8 +57,5 @@ struct PlanInputs {
 // budget below the fixed part, "auto" without a budget.
 Expected<MemoryPlan> plan_memory(const Model& model, const EngineConfig& config,
                                  const PlanInputs& inputs);
-
-// "1.50 GiB", "288.0 KiB".
-std::string format_bytes(int64_t bytes);
 
 }  // namespace moenav

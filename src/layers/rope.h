@@ -22,6 +22,10 @@ class Rope {
   void apply(float* x, int64_t n_heads, int64_t stride, int64_t position) const;
   // YaRN's magnitude scale of cos/sin (1 otherwise).
   float attention_factor() const { return attention_factor_; }
+  // theta^(-2i/d) per pair (YaRN-blended when configured); what the CUDA kernel is given.
+  const std::vector<float>& inverse_frequency() const { return inverse_frequency_; }
+  int64_t rotary_dim() const { return dim_; }
+  RopeStyle style() const { return style_; }
 
  private:
   int64_t dim_;

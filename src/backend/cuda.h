@@ -1,0 +1,103 @@
+// The CUDA backend's host-side interface: devices, the device-memory allocator that enforces
+// --gpu-memory, and device buffers. No CUDA header is included, so every module may use it. A
+// build without nvcc links src/backend/cuda_stub.cpp instead: available() says why and
+// Context::create fails, so nothing else can be reached.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "moenav/status.h"
+
+namespace moenav::cuda {
+
+struct DeviceInfo {
+  int index = 0;
+  std::string name;
+  int compute_major = 0;
+  int compute_minor = 0;
+  int multiprocessors = 0;
+  int64_t total_bytes = 0;
+  int64_t free_bytes = 0;
+};
+
+// OK when device `index` can run moenav's kernels: the build has CUDA, a driver is loaded and
+// the device has compute capability 8.0 or newer. Otherwise one line saying which is missing.
+Status available(int index = 0);
+Expected<DeviceInfo> device_info(int index = 0);
+
+class Context;
+
+// Device memory from a Context's allocator, returned to it on destruction. Move-only; must not
+// outlive its Context.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(DeviceBuffer&& other) noexcept;
+  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  ~DeviceBuffer();
+
+  void* data() const { return data_; }
+  int64_t bytes() const { return bytes_; }
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(data_);
+  }
+
+ private:
+  friend class Context;
+  DeviceBuffer(Context* owner, void* data, int64_t bytes)
+      : owner_(owner), data_(data), bytes_(bytes) {}
+  void reset();
+  Context* owner_ = nullptr;
+  void* data_ = nullptr;
+  int64_t bytes_ = 0;
+};
+
+// How matmul multiplies many tokens (prefill): Bf16 dequantizes weights and rounds activations
+// to bf16 for tensor-core GEMMs with f32 accumulation (the fast path); F32 keeps both in f32
+// (exact to float rounding, for reference comparisons). Few tokens always use the f32 matvec.
+enum class GemmPrecision { Bf16, F32 };
+
+// One device: its compute stream, cuBLAS handle, scratch space and the allocator. Every device
+// allocation of moenav goes through allocate(), which refuses (with a Status, never a crash) to
+// take the total past the budget; peak_bytes() is the high-water mark reported as gpu_mem.
+class Context {
+ public:
+  // memory_budget: bytes moenav may hold on the device; 0 = the device's free memory.
+  static Expected<std::unique_ptr<Context>> create(int device, int64_t memory_budget);
+  ~Context();
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+
+  // `purpose` names the allocation in the error when the budget is exhausted.
+  Expected<DeviceBuffer> allocate(int64_t bytes, std::string_view purpose);
+  int64_t budget_bytes() const;
+  int64_t allocated_bytes() const;
+  int64_t peak_bytes() const;
+
+  // Copies between host and device memory, ordered on the compute stream; they return once the
+  // host memory may be reused.
+  Status upload(const DeviceBuffer& to, const void* from, int64_t bytes, int64_t offset = 0);
+  Status download(void* to, const DeviceBuffer& from, int64_t bytes, int64_t offset = 0);
+  // Waits for the compute stream; an error of any kernel queued before surfaces here.
+  Status synchronize();
+
+  GemmPrecision gemm_precision() const;
+  void set_gemm_precision(GemmPrecision precision);
+
+  struct Impl;  // CUDA handles, defined in src/backend/cuda/context.cu
+  Impl& impl() { return *impl_; }
+
+ private:
+  friend class DeviceBuffer;
+  explicit Context(std::unique_ptr<Impl> impl);
+  void release(void* data, int64_t bytes);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace moenav::cuda

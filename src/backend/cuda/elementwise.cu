@@ -1,0 +1,130 @@
+// The small ops of the CUDA backend: RMSNorm, RoPE, SiLU-mul, residual add, and the row gather
+// and weighted scatter of mixture-of-experts dispatch. Each mirrors its CPU reference
+// (layers/norm.cpp, layers/rope.cpp, layers/ffn.cpp) operation for operation in f32.
+#include "backend/cuda/cuda_internal.h"
+#include "backend/cuda_ops.h"
+
+namespace moenav::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+unsigned blocks_for(int64_t n) { return static_cast<unsigned>(ceil_div(n, kThreads)); }
+
+// One block per row: the sum of squares reduced through shared memory, then the scaled row.
+__global__ void rms_norm_kernel(const float* input, const float* weight, float* output,
+                                int64_t dim, float eps) {
+  const float* x = input + blockIdx.x * dim;
+  float* y = output + blockIdx.x * dim;
+  float sum = 0.0f;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) sum += x[i] * x[i];
+  __shared__ float partial[kThreads / 32];
+  sum = warp_sum(sum);
+  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = sum;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    sum = threadIdx.x < kThreads / 32 ? partial[threadIdx.x] : 0.0f;
+    sum = warp_sum(sum);
+    if (threadIdx.x == 0) partial[0] = sum;
+  }
+  __syncthreads();
+  const float scale = 1.0f / sqrtf(partial[0] / static_cast<float>(dim) + eps);
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) y[i] = x[i] * scale * weight[i];
+}
+
+// One thread per (token, head, pair).
+__global__ void rope_kernel(RopeArgs args) {
+  const int64_t half = args.rotary_dim / 2;
+  const int64_t index = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (index >= args.n_tokens * args.n_heads * half) return;
+  const int64_t i = index % half;
+  const int64_t head = (index / half) % args.n_heads;
+  const int64_t token = index / (half * args.n_heads);
+  const float angle = static_cast<float>(args.positions[token]) * args.inverse_frequency[i];
+  const float cosine = cosf(angle) * args.attention_factor;
+  const float sine = sinf(angle) * args.attention_factor;
+  float* h = args.x + token * args.token_stride + head * args.head_stride;
+  const int64_t first = args.neox ? i : 2 * i;
+  const int64_t second = args.neox ? i + half : 2 * i + 1;
+  const float a = h[first], b = h[second];
+  h[first] = a * cosine - b * sine;
+  h[second] = b * cosine + a * sine;
+}
+
+__global__ void silu_mul_kernel(const float* gate, const float* up, float* output, int64_t n) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) {
+    const float g = gate[i];
+    output[i] = g / (1.0f + expf(-g)) * up[i];
+  }
+}
+
+__global__ void add_kernel(const float* a, const float* b, float* output, int64_t n) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) output[i] = a[i] + b[i];
+}
+
+// One block per gathered row.
+__global__ void gather_kernel(const float* src, int64_t cols, const int32_t* rows, float* dst) {
+  const float* from = src + static_cast<int64_t>(rows[blockIdx.x]) * cols;
+  float* to = dst + static_cast<int64_t>(blockIdx.x) * cols;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) to[c] = from[c];
+}
+
+__global__ void scatter_add_kernel(const float* src, int64_t cols, const int32_t* rows,
+                                   const float* weights, float* dst) {
+  const float* from = src + static_cast<int64_t>(blockIdx.x) * cols;
+  float* to = dst + static_cast<int64_t>(rows[blockIdx.x]) * cols;
+  const float weight = weights[blockIdx.x];
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) to[c] += weight * from[c];
+}
+
+}  // namespace
+
+Status rms_norm(Context& context, const float* input, const float* weight, float* output,
+                int64_t n_rows, int64_t dim, float eps) {
+  if (n_rows <= 0) return ok_status();
+  rms_norm_kernel<<<static_cast<unsigned>(n_rows), kThreads, 0, context.impl().stream>>>(
+      input, weight, output, dim, eps);
+  return launch_status("rms_norm");
+}
+
+Status rope(Context& context, const RopeArgs& args) {
+  if (args.rotary_dim % 2 != 0) {
+    return Status::errorf("CUDA rope: rotary dim {} is odd", args.rotary_dim);
+  }
+  const int64_t n = args.n_tokens * args.n_heads * (args.rotary_dim / 2);
+  if (n <= 0) return ok_status();
+  rope_kernel<<<blocks_for(n), kThreads, 0, context.impl().stream>>>(args);
+  return launch_status("rope");
+}
+
+Status silu_mul(Context& context, const float* gate, const float* up, float* output, int64_t n) {
+  if (n <= 0) return ok_status();
+  silu_mul_kernel<<<blocks_for(n), kThreads, 0, context.impl().stream>>>(gate, up, output, n);
+  return launch_status("silu_mul");
+}
+
+Status add(Context& context, const float* a, const float* b, float* output, int64_t n) {
+  if (n <= 0) return ok_status();
+  add_kernel<<<blocks_for(n), kThreads, 0, context.impl().stream>>>(a, b, output, n);
+  return launch_status("add");
+}
+
+Status gather_rows(Context& context, const float* src, int64_t cols, const int32_t* rows,
+                   int64_t n, float* dst) {
+  if (n <= 0) return ok_status();
+  gather_kernel<<<static_cast<unsigned>(n), kThreads, 0, context.impl().stream>>>(src, cols, rows,
+                                                                                  dst);
+  return launch_status("gather_rows");
+}
+
+Status scatter_add_rows(Context& context, const float* src, int64_t cols, const int32_t* rows,
+                        const float* weights, int64_t n, float* dst) {
+  if (n <= 0) return ok_status();
+  scatter_add_kernel<<<static_cast<unsigned>(n), kThreads, 0, context.impl().stream>>>(
+      src, cols, rows, weights, dst);
+  return launch_status("scatter_add_rows");
+}
+
+}  // namespace moenav::cuda

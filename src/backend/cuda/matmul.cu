@@ -1,0 +1,267 @@
+// Quantized matrix products on the GPU. Every weight type is read in chunks of 32 consecutive
+// elements of a row (a Q8_0/Q4_0 block, an eighth of a k-quant super-block, 32 plain values),
+// dequantized to f32 in registers with the block formats of quant/blocks.h.
+//
+// Decode (T <= kMatvecMaxTokens): one warp per weight row, lane i takes chunks i, i + 32, ...,
+// each chunk is dequantized once and dotted with all T token rows; the bound is the weight bytes
+// over HBM bandwidth. Prefill: the weight is dequantized slice by slice into scratch (bf16, or
+// f32 at GemmPrecision::F32) and multiplied with cuBLAS, f32 accumulation.
+#include <algorithm>
+#include <type_traits>
+
+#include "backend/cuda/cuda_internal.h"
+#include "backend/cuda_ops.h"
+#include "quant/blocks.h"
+
+namespace moenav::cuda {
+namespace {
+
+using namespace moenav::quant;
+
+constexpr int kChunk = 32;
+constexpr int kWarpsPerBlock = 4;
+constexpr int64_t kSliceBytes = int64_t{64} << 20;  // dequantized weight per GEMM slice
+
+// Sub-block j (0..7) scale and min of a Q4_K / Q5_K super-block (quant::unpack_scale_min_k4).
+__device__ inline void scale_min_k4(int j, const uint8_t* scales, float* scale, float* min) {
+  if (j < 4) {
+    *scale = scales[j] & 63;
+    *min = scales[j + 4] & 63;
+  } else {
+    *scale = (scales[j + 4] & 0xF) | ((scales[j - 4] >> 6) << 4);
+    *min = (scales[j + 4] >> 4) | ((scales[j] >> 6) << 4);
+  }
+}
+
+// w[0..32) = elements [32 * chunk, 32 * chunk + 32) of the row.
+template <DType kType>
+__device__ inline void dequantize_chunk(const uint8_t* row, int64_t chunk, float* w) {
+  if constexpr (kType == DType::F32) {
+    const float4* p = reinterpret_cast<const float4*>(row) + chunk * 8;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const float4 v = p[i];
+      w[4 * i] = v.x, w[4 * i + 1] = v.y, w[4 * i + 2] = v.z, w[4 * i + 3] = v.w;
+    }
+  } else if constexpr (kType == DType::F16 || kType == DType::BF16) {
+    const uint16_t* p = reinterpret_cast<const uint16_t*>(row) + chunk * kChunk;
+#pragma unroll
+    for (int i = 0; i < kChunk; ++i)
+      w[i] = kType == DType::F16 ? half_bits_to_float(p[i]) : bf16_bits_to_float(p[i]);
+  } else if constexpr (kType == DType::Q8_0) {
+    const BlockQ8_0& block = reinterpret_cast<const BlockQ8_0*>(row)[chunk];
+    const float d = half_bits_to_float(block.d);
+#pragma unroll
+    for (int i = 0; i < kChunk; ++i) w[i] = d * block.qs[i];
+  } else if constexpr (kType == DType::Q4_0) {
+    const BlockQ4_0& block = reinterpret_cast<const BlockQ4_0*>(row)[chunk];
+    const float d = half_bits_to_float(block.d);
+#pragma unroll
+    for (int i = 0; i < kChunk / 2; ++i) {
+      w[i] = d * ((block.qs[i] & 0xF) - 8);
+      w[i + 16] = d * ((block.qs[i] >> 4) - 8);
+    }
+  } else if constexpr (kType == DType::Q4_K || kType == DType::Q5_K) {
+    using Block = std::conditional_t<kType == DType::Q4_K, BlockQ4_K, BlockQ5_K>;
+    const Block& block = reinterpret_cast<const Block*>(row)[chunk / 8];
+    const int sub = static_cast<int>(chunk % 8);
+    float scale, min;
+    scale_min_k4(sub, block.scales, &scale, &min);
+    const float d = half_bits_to_float(block.d) * scale;
+    const float m = half_bits_to_float(block.dmin) * min;
+    const uint8_t* q = block.qs + 32 * (sub / 2);
+    const int shift = 4 * (sub & 1);
+#pragma unroll
+    for (int l = 0; l < kChunk; ++l) {
+      int level = (q[l] >> shift) & 0xF;
+      if constexpr (kType == DType::Q5_K) level += ((block.qh[l] >> sub) & 1) << 4;
+      w[l] = d * level - m;
+    }
+  } else if constexpr (kType == DType::Q6_K) {
+    const BlockQ6_K& block = reinterpret_cast<const BlockQ6_K*>(row)[chunk / 8];
+    const int half = static_cast<int>(chunk % 8) / 4;  // which 128 elements
+    const int quarter = static_cast<int>(chunk % 4);   // which 32 of them
+    const uint8_t* ql = block.ql + 64 * half + 32 * (quarter & 1);
+    const uint8_t* qh = block.qh + 32 * half;
+    const int8_t* scales = block.scales + 8 * half + 2 * quarter;
+    const int low_shift = 4 * (quarter >> 1), high_shift = 2 * quarter;
+    const float d = half_bits_to_float(block.d);
+#pragma unroll
+    for (int l = 0; l < kChunk; ++l) {
+      const int level = (((ql[l] >> low_shift) & 0xF) | (((qh[l] >> high_shift) & 3) << 4)) - 32;
+      w[l] = d * scales[l / 16] * level;
+    }
+  }
+}
+
+template <DType kType, int kTokens>
+__global__ void matvec_kernel(const uint8_t* weight, int64_t row_bytes, int64_t rows,
+                              int64_t cols, const float* input, int n_tokens, float* output) {
+  const int lane = threadIdx.x % 32;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
+  if (row >= rows) return;  // whole warps leave together
+  const uint8_t* weight_row = weight + row * row_bytes;
+  float acc[kTokens] = {};
+  float w[kChunk];
+  for (int64_t chunk = lane; chunk < cols / kChunk; chunk += 32) {
+    dequantize_chunk<kType>(weight_row, chunk, w);
+#pragma unroll
+    for (int t = 0; t < kTokens; ++t) {
+      if (t >= n_tokens) break;
+      const float4* x = reinterpret_cast<const float4*>(input + t * cols + chunk * kChunk);
+      float sum = 0.0f;
+#pragma unroll
+      for (int i = 0; i < kChunk / 4; ++i) {
+        const float4 v = __ldg(x + i);
+        sum += w[4 * i] * v.x + w[4 * i + 1] * v.y + w[4 * i + 2] * v.z + w[4 * i + 3] * v.w;
+      }
+      acc[t] += sum;
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < kTokens; ++t) {
+    const float total = warp_sum(acc[t]);
+    if (lane == 0 && t < n_tokens) output[t * rows + row] = total;
+  }
+}
+
+// out[r, :] for rows [0, n_rows) of `weight`, as Out (float or bf16); one thread per chunk.
+template <DType kType, typename Out>
+__global__ void dequantize_kernel(const uint8_t* weight, int64_t row_bytes, int64_t n_rows,
+                                  int64_t cols, Out* out) {
+  const int64_t chunks_per_row = cols / kChunk;
+  const int64_t index = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (index >= n_rows * chunks_per_row) return;
+  const int64_t row = index / chunks_per_row, chunk = index % chunks_per_row;
+  float w[kChunk];
+  dequantize_chunk<kType>(weight + row * row_bytes, chunk, w);
+  Out* y = out + row * cols + chunk * kChunk;
+#pragma unroll
+  for (int i = 0; i < kChunk; ++i) {
+    if constexpr (std::is_same_v<Out, float>) {
+      y[i] = w[i];
+    } else {
+      y[i] = __float2bfloat16_rn(w[i]);
+    }
+  }
+}
+
+__global__ void to_bf16_kernel(const float* in, __nv_bfloat16* out, int64_t n) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) out[i] = __float2bfloat16_rn(in[i]);
+}
+
+template <DType kType>
+Status launch_matvec(Context& context, const DeviceWeight& weight, const float* input,
+                     int64_t n_tokens, float* output) {
+  const dim3 grid(static_cast<unsigned>(ceil_div(weight.rows, kWarpsPerBlock)));
+  const dim3 block(32 * kWarpsPerBlock);
+  cudaStream_t stream = context.impl().stream;
+  const auto* data = static_cast<const uint8_t*>(weight.data);
+  const int tokens = static_cast<int>(n_tokens);
+  auto launch = [&](auto kernel) {
+    kernel<<<grid, block, 0, stream>>>(data, weight.row_bytes(), weight.rows, weight.cols, input,
+                                       tokens, output);
+  };
+  if (n_tokens == 1) {
+    launch(matvec_kernel<kType, 1>);
+  } else if (n_tokens == 2) {
+    launch(matvec_kernel<kType, 2>);
+  } else if (n_tokens <= 4) {
+    launch(matvec_kernel<kType, 4>);
+  } else {
+    launch(matvec_kernel<kType, 8>);
+  }
+  return launch_status("matvec");
+}
+
+template <DType kType>
+Status launch_gemm(Context& context, const DeviceWeight& weight, const float* input,
+                   int64_t n_tokens, float* output) {
+  Context::Impl& state = context.impl();
+  const bool bf16 = state.gemm_precision == GemmPrecision::Bf16;
+  const int64_t element_bytes = bf16 ? 2 : 4;
+  const bool in_place = !bf16 && kType == DType::F32;  // f32 weights multiply as stored
+  const int64_t slice_rows =
+      in_place ? weight.rows
+               : std::clamp<int64_t>(kSliceBytes / (weight.cols * element_bytes), 1, weight.rows);
+  const int64_t weight_scratch = in_place ? 0 : slice_rows * weight.cols * element_bytes;
+  const int64_t input_scratch = bf16 ? n_tokens * weight.cols * element_bytes : 0;
+  MOENAV_ASSIGN_OR_RETURN(void* area, scratch(context, weight_scratch + input_scratch));
+  void* slice = area;
+  const void* gemm_input = input;
+  if (bf16) {
+    auto* converted = reinterpret_cast<__nv_bfloat16*>(static_cast<char*>(area) + weight_scratch);
+    const int64_t n = n_tokens * weight.cols;
+    to_bf16_kernel<<<static_cast<unsigned>(ceil_div(n, 256)), 256, 0, state.stream>>>(input,
+                                                                                   converted, n);
+    MOENAV_RETURN_IF_ERROR(launch_status("bf16 conversion"));
+    gemm_input = converted;
+  }
+  const cudaDataType type = bf16 ? CUDA_R_16BF : CUDA_R_32F;
+  const float alpha = 1.0f, beta = 0.0f;
+  const auto* data = static_cast<const uint8_t*>(weight.data);
+  for (int64_t first = 0; first < weight.rows; first += slice_rows) {
+    const int64_t n_rows = std::min(slice_rows, weight.rows - first);
+    const void* a = data + first * weight.row_bytes();
+    if (!in_place) {
+      const int64_t threads = n_rows * (weight.cols / kChunk);
+      const unsigned blocks = static_cast<unsigned>(ceil_div(threads, 256));
+      if (bf16) {
+        dequantize_kernel<kType><<<blocks, 256, 0, state.stream>>>(
+            data + first * weight.row_bytes(), weight.row_bytes(), n_rows, weight.cols,
+            static_cast<__nv_bfloat16*>(slice));
+      } else {
+        dequantize_kernel<kType><<<blocks, 256, 0, state.stream>>>(
+            data + first * weight.row_bytes(), weight.row_bytes(), n_rows, weight.cols,
+            static_cast<float*>(slice));
+      }
+      MOENAV_RETURN_IF_ERROR(launch_status("dequantize"));
+      a = slice;
+    }
+    // Column-major view: output^T [N, T] = weight [K, N]^T * input^T [K, T].
+    MOENAV_RETURN_IF_ERROR(cublas_status(
+        cublasGemmEx(state.blas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n_rows),
+                     static_cast<int>(n_tokens), static_cast<int>(weight.cols), &alpha, a, type,
+                     static_cast<int>(weight.cols), gemm_input, type,
+                     static_cast<int>(weight.cols), &beta, output + first, CUDA_R_32F,
+                     static_cast<int>(weight.rows), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+        "GEMM"));
+  }
+  return ok_status();
+}
+
+template <DType kType>
+Status dispatch(Context& context, const DeviceWeight& weight, const float* input,
+                int64_t n_tokens, float* output) {
+  return n_tokens <= kMatvecMaxTokens ? launch_matvec<kType>(context, weight, input, n_tokens, output)
+                                      : launch_gemm<kType>(context, weight, input, n_tokens, output);
+}
+
+}  // namespace
+
+Status matmul(Context& context, const DeviceWeight& weight, const float* input, int64_t n_tokens,
+              float* output) {
+  if (!matmul_supported(weight.dtype)) {
+    return Status::errorf("CUDA matmul: weight type {} is not supported", dtype_name(weight.dtype));
+  }
+  if (weight.cols % kChunk != 0 || !row_size_valid(weight.dtype, weight.cols)) {
+    return Status::errorf("CUDA matmul: a {} row of {} elements is not whole blocks of 32",
+                          dtype_name(weight.dtype), weight.cols);
+  }
+  if (n_tokens <= 0 || weight.rows <= 0) return ok_status();
+  switch (weight.dtype) {
+    case DType::F32: return dispatch<DType::F32>(context, weight, input, n_tokens, output);
+    case DType::F16: return dispatch<DType::F16>(context, weight, input, n_tokens, output);
+    case DType::BF16: return dispatch<DType::BF16>(context, weight, input, n_tokens, output);
+    case DType::Q8_0: return dispatch<DType::Q8_0>(context, weight, input, n_tokens, output);
+    case DType::Q4_0: return dispatch<DType::Q4_0>(context, weight, input, n_tokens, output);
+    case DType::Q4_K: return dispatch<DType::Q4_K>(context, weight, input, n_tokens, output);
+    case DType::Q5_K: return dispatch<DType::Q5_K>(context, weight, input, n_tokens, output);
+    case DType::Q6_K: return dispatch<DType::Q6_K>(context, weight, input, n_tokens, output);
+    default: break;
+  }
+  return Status::errorf("CUDA matmul: weight type {} is not supported", dtype_name(weight.dtype));
+}
+
+}  // namespace moenav::cuda

@@ -1,0 +1,116 @@
+// The CUDA backend's kernels, one per op of the CPU backend, on device pointers and the
+// context's compute stream. Each returns the Status of its launch (bad arguments are reported
+// here); errors while the kernel runs surface at the next Context::synchronize(). The CPU
+// backend is the reference: tests/ops/test_cuda_ops.cpp checks every op against it.
+//
+// Legend: T = tokens, N = output rows of a weight, K = its input width, H = query heads,
+// KVH = key/value heads, D = head dim, P = cached positions, E = experts.
+#pragma once
+
+#include <cstdint>
+
+#include "backend/cuda.h"
+#include "core/dtype.h"
+
+namespace moenav::cuda {
+
+// A weight matrix [N, K] in device memory, rows stored like TensorView's (ggml block layouts).
+struct DeviceWeight {
+  DType dtype = DType::F32;
+  int64_t rows = 0;  // N
+  int64_t cols = 0;  // K
+  const void* data = nullptr;
+  int64_t row_bytes() const { return dtype_bytes(dtype, cols); }
+};
+
+// The weight types matmul multiplies.
+inline bool matmul_supported(DType weight_type) {
+  switch (weight_type) {
+    case DType::F32: case DType::F16: case DType::BF16: case DType::Q8_0: case DType::Q4_0:
+    case DType::Q4_K: case DType::Q5_K: case DType::Q6_K:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// output[t, n] = sum_k input[t, k] * weight[n, k]; input [T, K] and output [T, N] f32.
+// Up to kMatvecMaxTokens tokens (decode), one warp per weight row dequantizes it once for all
+// tokens and accumulates in f32. More tokens (prefill) dequantize the weight in slices into
+// scratch and run cuBLAS GEMMs at the context's GemmPrecision.
+constexpr int64_t kMatvecMaxTokens = 8;
+Status matmul(Context& context, const DeviceWeight& weight, const float* input, int64_t n_tokens,
+              float* output);
+
+// output[r, :] = input[r, :] / sqrt(mean(input[r, :]^2) + eps) * weight; output may alias input.
+Status rms_norm(Context& context, const float* input, const float* weight, float* output,
+                int64_t n_rows, int64_t dim, float eps);
+
+// Rotates, in place, the first rotary_dim dimensions of n_heads heads of each token, as
+// moenav::Rope does: NeoX pairs (i, i + d/2), interleaved pairs (2i, 2i + 1); cos and sin of
+// position * inverse_frequency[i], scaled by attention_factor.
+struct RopeArgs {
+  float* x = nullptr;                         // head h of token t at x + t * token_stride + h * head_stride
+  int64_t n_tokens = 0;
+  int64_t n_heads = 0;
+  int64_t head_stride = 0;
+  int64_t token_stride = 0;
+  int64_t rotary_dim = 0;                     // even
+  const float* inverse_frequency = nullptr;   // device [rotary_dim / 2]
+  const int32_t* positions = nullptr;         // device [T]
+  bool neox = true;
+  float attention_factor = 1.0f;
+};
+Status rope(Context& context, const RopeArgs& args);
+
+// output = silu(gate) * up, elementwise over n floats.
+Status silu_mul(Context& context, const float* gate, const float* up, float* output, int64_t n);
+// output = a + b, elementwise (the residual); output may alias either.
+Status add(Context& context, const float* a, const float* b, float* output, int64_t n);
+
+// Router scores and top-k, as select_experts (layers/moe/router.h) computes them for a model
+// without expert groups: Softmax and Sigmoid score every expert (a selection bias shifts only
+// the ranking), SoftmaxOfTopK softmaxes the k best logits. Ties go to the lower index.
+enum class RouterScore { Softmax, Sigmoid, SoftmaxOfTopK };
+struct RouterArgs {
+  const float* logits = nullptr;          // [T, E]
+  const float* selection_bias = nullptr;  // [E] or nullptr
+  int64_t n_tokens = 0;
+  int64_t n_experts = 0;                  // E <= 256
+  int64_t k = 0;                          // k <= 16, k <= E
+  RouterScore score = RouterScore::Softmax;
+  bool normalize = true;                  // renormalize the selected weights to sum to 1
+  float scale = 1.0f;                     // routed_scaling_factor
+  int32_t* experts = nullptr;             // [T, k]
+  float* weights = nullptr;               // [T, k]
+};
+Status router_top_k(Context& context, const RouterArgs& args);
+
+// Causal attention over f32 K/V caches (flash-decoding: the visible keys are split into chunks
+// processed in parallel, then merged). Token t is at position first_position + t and sees
+// positions [max(0, its position - window + 1) when window > 0, else 0, its position].
+struct AttentionArgs {
+  const float* queries = nullptr;  // [T, H, D]
+  const float* keys = nullptr;     // [P, KVH, D]
+  const float* values = nullptr;   // [P, KVH, D]
+  const float* sinks = nullptr;    // [H] an extra softmax logit per head (gpt-oss), or nullptr
+  float* output = nullptr;         // [T, H, D]
+  int64_t n_tokens = 0;
+  int64_t n_heads = 0;
+  int64_t n_kv_heads = 0;          // divides n_heads
+  int64_t head_dim = 0;            // <= 256
+  int64_t first_position = 0;
+  int64_t window = 0;
+  float scale = 1.0f;
+};
+Status attention(Context& context, const AttentionArgs& args);
+
+// Mixture-of-experts dispatch: the rows routed to one expert are gathered into a dense block,
+// multiplied (matmul), and the results added back weighted. dst[i, :] = src[rows[i], :].
+Status gather_rows(Context& context, const float* src, int64_t cols, const int32_t* rows,
+                   int64_t n, float* dst);
+// dst[rows[i], :] += weights[i] * src[i, :]; rows must be distinct within one call.
+Status scatter_add_rows(Context& context, const float* src, int64_t cols, const int32_t* rows,
+                        const float* weights, int64_t n, float* dst);
+
+}  // namespace moenav::cuda

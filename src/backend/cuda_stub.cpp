@@ -1,0 +1,65 @@
+// The CUDA backend of a build without nvcc: available() says so, Context::create fails with the
+// same message, and the rest is unreachable (it needs a Context).
+#ifndef MOENAV_HAVE_CUDA
+
+#include "backend/cuda.h"
+#include "backend/cuda_ops.h"
+
+namespace moenav::cuda {
+namespace {
+Status not_built() {
+  return Status::error(
+      "moenav was built without CUDA support (no nvcc found at configure time; install the CUDA "
+      "toolkit and reconfigure with -DMOENAV_CUDA=ON)");
+}
+}  // namespace
+
+struct Context::Impl {};
+
+Status available(int) { return not_built(); }
+Expected<DeviceInfo> device_info(int) { return not_built(); }
+
+DeviceBuffer::DeviceBuffer(DeviceBuffer&& other) noexcept { *this = std::move(other); }
+DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& other) noexcept {
+  std::swap(owner_, other.owner_);
+  std::swap(data_, other.data_);
+  std::swap(bytes_, other.bytes_);
+  return *this;
+}
+DeviceBuffer::~DeviceBuffer() = default;
+void DeviceBuffer::reset() {}
+
+Expected<std::unique_ptr<Context>> Context::create(int, int64_t) { return not_built(); }
+Context::Context(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Context::~Context() = default;
+Expected<DeviceBuffer> Context::allocate(int64_t, std::string_view) { return not_built(); }
+int64_t Context::budget_bytes() const { return 0; }
+int64_t Context::allocated_bytes() const { return 0; }
+int64_t Context::peak_bytes() const { return 0; }
+Status Context::upload(const DeviceBuffer&, const void*, int64_t, int64_t) { return not_built(); }
+Status Context::download(void*, const DeviceBuffer&, int64_t, int64_t) { return not_built(); }
+Status Context::synchronize() { return not_built(); }
+GemmPrecision Context::gemm_precision() const { return GemmPrecision::Bf16; }
+void Context::set_gemm_precision(GemmPrecision) {}
+void Context::release(void*, int64_t) {}
+
+Status matmul(Context&, const DeviceWeight&, const float*, int64_t, float*) { return not_built(); }
+Status rms_norm(Context&, const float*, const float*, float*, int64_t, int64_t, float) {
+  return not_built();
+}
+Status rope(Context&, const RopeArgs&) { return not_built(); }
+Status silu_mul(Context&, const float*, const float*, float*, int64_t) { return not_built(); }
+Status add(Context&, const float*, const float*, float*, int64_t) { return not_built(); }
+Status router_top_k(Context&, const RouterArgs&) { return not_built(); }
+Status attention(Context&, const AttentionArgs&) { return not_built(); }
+Status gather_rows(Context&, const float*, int64_t, const int32_t*, int64_t, float*) {
+  return not_built();
+}
+Status scatter_add_rows(Context&, const float*, int64_t, const int32_t*, const float*, int64_t,
+                        float*) {
+  return not_built();
+}
+
+}  // namespace moenav::cuda
+
+#endif  // MOENAV_HAVE_CUDA

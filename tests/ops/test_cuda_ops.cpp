@@ -1,0 +1,423 @@
+// The CUDA kernels against the CPU references, one table per op (label gpu). Without a usable
+// device every GPU test skips, saying why; CudaAvailability runs everywhere and checks that the
+// reason is reported instead of a crash.
+//   matmul: against a double dot of the dequantized weights (the same reference as
+//   test_matmul). The f32 paths (matvec for T <= 8, GEMM at GemmPrecision::F32) accumulate in
+//   f32: NMSE <= 1e-10. The bf16 GEMM rounds activations (and dequantized weights) to 8-bit
+//   mantissas, relative error <= 2^-9 each, ~1.3e-6 NMSE per rounding: NMSE <= 2e-5.
+//   Elementwise ops, RMSNorm, RoPE: |error| <= 1e-5 relative (f32, different reduction order or
+//   libm). Router: the same experts, weights within 1e-5. Attention: against
+//   cpu::attention_head_reference (double sums), |error| <= 1e-4 * max |value|.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/attention.h"
+#include "backend/cuda.h"
+#include "backend/cuda_ops.h"
+#include "layers/moe/router.h"
+#include "layers/norm.h"
+#include "layers/rope.h"
+#include "quant/quant.h"
+
+namespace moenav {
+namespace {
+
+TEST(CudaAvailability, SaysWhyWhenUnusable) {
+  const Status status = cuda::available();
+  auto context = cuda::Context::create(0, 0);
+  if (status.ok()) {
+    auto info = cuda::device_info();
+    ASSERT_TRUE(info.ok()) << info.error();
+    EXPECT_FALSE(info->name.empty());
+    EXPECT_GT(info->total_bytes, 0);
+    EXPECT_TRUE(context.ok()) << context.error();
+  } else {
+    EXPECT_FALSE(status.message().empty());
+    EXPECT_NE(status.message().find("CUDA"), std::string::npos) << status.message();
+    ASSERT_FALSE(context.ok());
+    EXPECT_FALSE(context.error().empty());
+    EXPECT_FALSE(cuda::device_info().ok());
+  }
+}
+
+class CudaTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const Status status = cuda::available();
+    if (!status.ok()) GTEST_SKIP() << "skipped, no usable CUDA device: " << status.message();
+    auto created = cuda::Context::create(0, 0);
+    ASSERT_TRUE(created.ok()) << created.error();
+    context_ = std::move(created).value();
+  }
+
+  template <typename T>
+  cuda::DeviceBuffer upload(const std::vector<T>& host) {
+    const int64_t bytes = static_cast<int64_t>(host.size() * sizeof(T));
+    auto buffer = context_->allocate(bytes, "test data");
+    EXPECT_TRUE(buffer.ok()) << buffer.error();
+    if (!buffer.ok()) return {};
+    const Status status = context_->upload(*buffer, host.data(), bytes);
+    EXPECT_TRUE(status.ok()) << status.message();
+    return std::move(buffer).value();
+  }
+
+  template <typename T>
+  std::vector<T> download(const cuda::DeviceBuffer& buffer, size_t n) {
+    const Status synced = context_->synchronize();
+    EXPECT_TRUE(synced.ok()) << synced.message();
+    std::vector<T> host(n);
+    const Status status = context_->download(host.data(), buffer, static_cast<int64_t>(n * sizeof(T)));
+    EXPECT_TRUE(status.ok()) << status.message();
+    return host;
+  }
+
+  std::unique_ptr<cuda::Context> context_;
+};
+
+std::vector<float> random_floats(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, scale);
+  std::vector<float> values(n);
+  for (float& v : values) v = normal(rng);
+  return values;
+}
+
+void expect_close(const std::vector<float>& actual, const std::vector<float>& expected,
+                  float relative, const std::string& what) {
+  ASSERT_EQ(actual.size(), expected.size()) << what;
+  float largest = 0.0f;
+  for (float v : expected) largest = std::max(largest, std::fabs(v));
+  for (size_t i = 0; i < actual.size(); ++i) {
+    ASSERT_NEAR(actual[i], expected[i], relative * std::max(1.0f, largest)) << what << " at " << i;
+  }
+}
+
+TEST_F(CudaTest, AllocatorEnforcesTheBudgetAndRecordsThePeak) {
+  auto created = cuda::Context::create(0, int64_t{1} << 20);
+  ASSERT_TRUE(created.ok()) << created.error();
+  cuda::Context& budgeted = **created;
+  auto too_big = budgeted.allocate(int64_t{2} << 20, "a 2 MiB tensor");
+  ASSERT_FALSE(too_big.ok());
+  EXPECT_NE(too_big.error().find("a 2 MiB tensor"), std::string::npos) << too_big.error();
+  EXPECT_NE(too_big.error().find("budget"), std::string::npos) << too_big.error();
+  {
+    auto first = budgeted.allocate(256 << 10, "first");
+    auto second = budgeted.allocate(512 << 10, "second");
+    ASSERT_TRUE(first.ok() && second.ok());
+    EXPECT_EQ(budgeted.allocated_bytes(), 768 << 10);
+    EXPECT_FALSE(budgeted.allocate(512 << 10, "third").ok());
+  }
+  EXPECT_EQ(budgeted.allocated_bytes(), 0);
+  EXPECT_EQ(budgeted.peak_bytes(), 768 << 10);
+}
+
+// --- matmul ---------------------------------------------------------------------------------
+
+struct MatmulCase {
+  DType dtype;
+  int64_t tokens;
+  cuda::GemmPrecision precision;
+};
+
+void PrintTo(const MatmulCase& c, std::ostream* out) {
+  *out << dtype_name(c.dtype) << " T=" << c.tokens
+       << (c.tokens <= cuda::kMatvecMaxTokens ? " matvec"
+           : c.precision == cuda::GemmPrecision::Bf16 ? " gemm bf16" : " gemm f32");
+}
+
+class CudaMatmul : public CudaTest, public ::testing::WithParamInterface<MatmulCase> {};
+
+TEST_P(CudaMatmul, MatchesDequantizedReference) {
+  const MatmulCase c = GetParam();
+  const int64_t rows = 72, cols = 512;  // 72 rows: a partial block of warps; 512: 2 super-blocks
+  const int64_t row_bytes = dtype_bytes(c.dtype, cols);
+  std::vector<uint8_t> weight(static_cast<size_t>(rows * row_bytes));
+  std::vector<float> dequantized(static_cast<size_t>(rows * cols));
+  const std::vector<float> source = random_floats(dequantized.size(), 7, 0.5f);
+  for (int64_t n = 0; n < rows; ++n) {
+    quant::quantize_row(c.dtype, source.data() + n * cols, weight.data() + n * row_bytes, cols);
+    quant::dequantize_row(c.dtype, weight.data() + n * row_bytes, dequantized.data() + n * cols,
+                          cols);
+  }
+  const std::vector<float> input = random_floats(static_cast<size_t>(c.tokens * cols), 11);
+
+  cuda::DeviceBuffer weight_device = upload(weight);
+  cuda::DeviceBuffer input_device = upload(input);
+  auto output_device = context_->allocate(c.tokens * rows * 4, "output");
+  ASSERT_TRUE(output_device.ok()) << output_device.error();
+  context_->set_gemm_precision(c.precision);
+  const cuda::DeviceWeight view{c.dtype, rows, cols, weight_device.data()};
+  const Status status = cuda::matmul(*context_, view, input_device.as<float>(), c.tokens,
+                                     output_device->as<float>());
+  ASSERT_TRUE(status.ok()) << status.message();
+  const std::vector<float> output = download<float>(*output_device, static_cast<size_t>(c.tokens * rows));
+
+  double error = 0.0, energy = 0.0;
+  for (int64_t t = 0; t < c.tokens; ++t) {
+    for (int64_t n = 0; n < rows; ++n) {
+      double reference = 0.0;
+      for (int64_t k = 0; k < cols; ++k) {
+        reference += static_cast<double>(dequantized[static_cast<size_t>(n * cols + k)]) *
+                     input[static_cast<size_t>(t * cols + k)];
+      }
+      const double difference = output[static_cast<size_t>(t * rows + n)] - reference;
+      error += difference * difference;
+      energy += reference * reference;
+    }
+  }
+  const bool bf16 = c.tokens > cuda::kMatvecMaxTokens && c.precision == cuda::GemmPrecision::Bf16;
+  EXPECT_LE(error / energy, bf16 ? 2e-5 : 1e-10);
+}
+
+std::vector<MatmulCase> matmul_cases() {
+  std::vector<MatmulCase> cases;
+  for (DType dtype : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_K,
+                      DType::Q5_K, DType::Q6_K}) {
+    for (int64_t tokens : {1, 2, 3, 8}) cases.push_back({dtype, tokens, cuda::GemmPrecision::Bf16});
+    for (cuda::GemmPrecision precision : {cuda::GemmPrecision::Bf16, cuda::GemmPrecision::F32})
+      cases.push_back({dtype, 40, precision});
+  }
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Formats, CudaMatmul, ::testing::ValuesIn(matmul_cases()));
+
+TEST(CudaMatmulArguments, RejectsUnsupportedTypesAndPartialBlocks) {
+  EXPECT_FALSE(cuda::matmul_supported(DType::Q2_K));
+  EXPECT_FALSE(cuda::matmul_supported(DType::I32));
+  EXPECT_TRUE(cuda::matmul_supported(DType::Q4_K));
+}
+
+// --- elementwise, norm, rope ----------------------------------------------------------------
+
+TEST_F(CudaTest, RmsNormMatchesCpu) {
+  const int64_t rows = 5, dim = 320;
+  const std::vector<float> input = random_floats(static_cast<size_t>(rows * dim), 3, 2.0f);
+  const std::vector<float> weight = random_floats(static_cast<size_t>(dim), 4);
+  std::vector<float> expected(input.size());
+  rms_norm(input.data(), weight.data(), expected.data(), rows, dim, 1e-5f);
+  cuda::DeviceBuffer x = upload(input), w = upload(weight);
+  ASSERT_TRUE(cuda::rms_norm(*context_, x.as<float>(), w.as<float>(), x.as<float>(), rows, dim, 1e-5f).ok());
+  expect_close(download<float>(x, input.size()), expected, 1e-5f, "rms_norm in place");
+}
+
+TEST_F(CudaTest, RopeMatchesCpuInBothStylesAndPartialRotation) {
+  const int64_t tokens = 3, heads = 4, head_dim = 64;
+  const std::vector<int32_t> positions = {0, 7, 1000};
+  for (RopeStyle style : {RopeStyle::Neox, RopeStyle::Interleaved}) {
+    for (int64_t rotary : {head_dim, head_dim / 2}) {
+      const Rope reference(rotary, 10000.0, style);
+      std::vector<float> x = random_floats(static_cast<size_t>(tokens * heads * head_dim), 5);
+      cuda::DeviceBuffer device_x = upload(x), frequency = upload(reference.inverse_frequency());
+      cuda::DeviceBuffer device_positions = upload(positions);
+      for (int64_t t = 0; t < tokens; ++t)
+        reference.apply(x.data() + t * heads * head_dim, heads, head_dim, positions[static_cast<size_t>(t)]);
+      cuda::RopeArgs args;
+      args.x = device_x.as<float>();
+      args.n_tokens = tokens;
+      args.n_heads = heads;
+      args.head_stride = head_dim;
+      args.token_stride = heads * head_dim;
+      args.rotary_dim = rotary;
+      args.inverse_frequency = frequency.as<float>();
+      args.positions = device_positions.as<int32_t>();
+      args.neox = style == RopeStyle::Neox;
+      args.attention_factor = reference.attention_factor();
+      ASSERT_TRUE(cuda::rope(*context_, args).ok());
+      expect_close(download<float>(device_x, x.size()), x, 1e-5f,
+                   fmt::format("rope {} rotary {}", style == RopeStyle::Neox ? "neox" : "interleaved", rotary));
+    }
+  }
+}
+
+TEST_F(CudaTest, SiluMulAndAddMatchCpu) {
+  const size_t n = 1000;
+  const std::vector<float> gate = random_floats(n, 1, 3.0f), up = random_floats(n, 2);
+  std::vector<float> expected_silu(n), expected_sum(n);
+  for (size_t i = 0; i < n; ++i) {
+    expected_silu[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+    expected_sum[i] = gate[i] + up[i];
+  }
+  cuda::DeviceBuffer g = upload(gate), u = upload(up);
+  auto out = context_->allocate(static_cast<int64_t>(n * 4), "out");
+  ASSERT_TRUE(out.ok());
+  ASSERT_TRUE(cuda::silu_mul(*context_, g.as<float>(), u.as<float>(), out->as<float>(), n).ok());
+  expect_close(download<float>(*out, n), expected_silu, 1e-5f, "silu_mul");
+  ASSERT_TRUE(cuda::add(*context_, g.as<float>(), u.as<float>(), g.as<float>(), n).ok());
+  expect_close(download<float>(g, n), expected_sum, 1e-6f, "add in place");
+}
+
+TEST_F(CudaTest, GatherAndWeightedScatterMoveTheRightRows) {
+  const int64_t rows = 6, cols = 40;
+  const std::vector<float> source = random_floats(static_cast<size_t>(rows * cols), 8);
+  const std::vector<int32_t> picked = {4, 1, 5};
+  const std::vector<float> weights = {0.5f, -2.0f, 1.5f};
+  std::vector<float> expected(source);
+  for (size_t i = 0; i < picked.size(); ++i)
+    for (int64_t c = 0; c < cols; ++c)
+      expected[static_cast<size_t>(picked[i] * cols + c)] +=
+          weights[i] * source[static_cast<size_t>(picked[i] * cols + c)];
+  cuda::DeviceBuffer src = upload(source), index = upload(picked), weight = upload(weights);
+  auto gathered = context_->allocate(static_cast<int64_t>(picked.size()) * cols * 4, "gathered");
+  ASSERT_TRUE(gathered.ok());
+  ASSERT_TRUE(cuda::gather_rows(*context_, src.as<float>(), cols, index.as<int32_t>(), 3, gathered->as<float>()).ok());
+  ASSERT_TRUE(cuda::scatter_add_rows(*context_, gathered->as<float>(), cols, index.as<int32_t>(),
+                                     weight.as<float>(), 3, src.as<float>()).ok());
+  expect_close(download<float>(src, source.size()), expected, 1e-6f, "gather + scatter_add");
+}
+
+// --- router ---------------------------------------------------------------------------------
+
+struct RouterCase {
+  const char* name;
+  Gating gating;
+  int64_t experts;
+  int64_t k;
+  bool normalize;
+  bool bias;
+  float scale;
+};
+
+void PrintTo(const RouterCase& c, std::ostream* out) { *out << c.name; }
+
+class CudaRouter : public CudaTest, public ::testing::WithParamInterface<RouterCase> {};
+
+TEST_P(CudaRouter, SelectsWhatTheCpuSelects) {
+  const RouterCase c = GetParam();
+  const int64_t tokens = 37;
+  ModelConfig config;
+  config.n_experts = c.experts;
+  config.gating = c.gating;
+  config.norm_topk_prob = c.normalize;
+  config.routed_scaling_factor = c.scale;
+  const std::vector<float> logits = random_floats(static_cast<size_t>(tokens * c.experts), 9, 2.0f);
+  const std::vector<float> bias = random_floats(static_cast<size_t>(c.experts), 10, 0.1f);
+  Routing expected;
+  select_experts(config, logits.data(), tokens, c.k, nullptr, expected, c.bias ? bias.data() : nullptr);
+
+  cuda::DeviceBuffer device_logits = upload(logits), device_bias = upload(bias);
+  auto experts = context_->allocate(tokens * c.k * 4, "experts");
+  auto weights = context_->allocate(tokens * c.k * 4, "weights");
+  ASSERT_TRUE(experts.ok() && weights.ok());
+  cuda::RouterArgs args;
+  args.logits = device_logits.as<float>();
+  args.selection_bias = c.bias ? device_bias.as<float>() : nullptr;
+  args.n_tokens = tokens;
+  args.n_experts = c.experts;
+  args.k = c.k;
+  args.score = c.gating == Gating::Softmax   ? cuda::RouterScore::Softmax
+               : c.gating == Gating::Sigmoid ? cuda::RouterScore::Sigmoid
+                                             : cuda::RouterScore::SoftmaxOfTopK;
+  args.normalize = c.normalize;
+  args.scale = c.scale;
+  args.experts = experts->as<int32_t>();
+  args.weights = weights->as<float>();
+  ASSERT_TRUE(cuda::router_top_k(*context_, args).ok());
+  EXPECT_EQ(download<int32_t>(*experts, expected.experts.size()), expected.experts);
+  expect_close(download<float>(*weights, expected.weights.size()), expected.weights, 1e-5f, c.name);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Gatings, CudaRouter,
+    ::testing::Values(RouterCase{"mixtral softmax 8 top-2", Gating::Softmax, 8, 2, true, false, 1.0f},
+                      RouterCase{"softmax 60 top-4 unnormalized", Gating::Softmax, 60, 4, false, false, 1.0f},
+                      RouterCase{"qwen3 softmax 128 top-8", Gating::Softmax, 128, 8, true, false, 1.0f},
+                      RouterCase{"sigmoid 256 top-8 biased scaled", Gating::Sigmoid, 256, 8, true, true, 2.5f},
+                      RouterCase{"gpt-oss softmax of top-4 of 32", Gating::SoftmaxTopk, 32, 4, false, false, 1.0f}));
+
+// --- attention ------------------------------------------------------------------------------
+
+struct AttentionCase {
+  const char* name;
+  int64_t tokens, first_position, heads, kv_heads, head_dim, window;
+  bool sinks;
+};
+
+void PrintTo(const AttentionCase& c, std::ostream* out) { *out << c.name; }
+
+class CudaAttention : public CudaTest, public ::testing::WithParamInterface<AttentionCase> {};
+
+TEST_P(CudaAttention, MatchesCpuReference) {
+  const AttentionCase c = GetParam();
+  const int64_t positions = c.first_position + c.tokens, D = c.head_dim;
+  const int64_t group = c.heads / c.kv_heads;
+  const std::vector<float> queries = random_floats(static_cast<size_t>(c.tokens * c.heads * D), 21);
+  const std::vector<float> keys = random_floats(static_cast<size_t>(positions * c.kv_heads * D), 22);
+  const std::vector<float> values = random_floats(static_cast<size_t>(positions * c.kv_heads * D), 23);
+  const std::vector<float> sinks = random_floats(static_cast<size_t>(c.heads), 24);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+
+  std::vector<float> expected(queries.size());
+  std::vector<int64_t> first(static_cast<size_t>(c.tokens)), last(static_cast<size_t>(c.tokens));
+  for (int64_t t = 0; t < c.tokens; ++t) {
+    last[static_cast<size_t>(t)] = c.first_position + t;
+    first[static_cast<size_t>(t)] = c.window > 0 ? std::max<int64_t>(0, c.first_position + t - c.window + 1) : 0;
+  }
+  for (int64_t kv = 0; kv < c.kv_heads; ++kv) {
+    cpu::AttentionHeadArgs args;
+    args.queries = queries.data() + kv * group * D;
+    args.row_stride = c.heads * D;
+    args.n_rows = c.tokens;
+    args.group = group;
+    args.head_dim = D;
+    args.scale = scale;
+    args.keys = keys.data() + kv * D;
+    args.values = values.data() + kv * D;
+    args.kv_stride = c.kv_heads * D;
+    args.first = first.data();
+    args.last = last.data();
+    args.sinks = c.sinks ? sinks.data() + kv * group : nullptr;
+    args.output = expected.data() + kv * group * D;
+    args.output_stride = c.heads * D;
+    cpu::attention_head_reference(args);
+  }
+
+  cuda::DeviceBuffer q = upload(queries), k = upload(keys), v = upload(values), s = upload(sinks);
+  auto out = context_->allocate(static_cast<int64_t>(queries.size() * 4), "attention output");
+  ASSERT_TRUE(out.ok());
+  cuda::AttentionArgs args;
+  args.queries = q.as<float>();
+  args.keys = k.as<float>();
+  args.values = v.as<float>();
+  args.sinks = c.sinks ? s.as<float>() : nullptr;
+  args.output = out->as<float>();
+  args.n_tokens = c.tokens;
+  args.n_heads = c.heads;
+  args.n_kv_heads = c.kv_heads;
+  args.head_dim = D;
+  args.first_position = c.first_position;
+  args.window = c.window;
+  args.scale = scale;
+  const Status status = cuda::attention(*context_, args);
+  ASSERT_TRUE(status.ok()) << status.message();
+  expect_close(download<float>(*out, queries.size()), expected, 1e-4f, c.name);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, CudaAttention,
+    ::testing::Values(AttentionCase{"decode at 700 (3 splits) gqa 8/2 d64", 1, 700, 8, 2, 64, 0, false},
+                      AttentionCase{"prefill 40 mha d128", 40, 0, 4, 4, 128, 0, false},
+                      AttentionCase{"chunk 9 at 300 gqa 4/1 d80", 9, 300, 4, 1, 80, 0, false},
+                      AttentionCase{"sliding window 16 with sinks d64", 24, 500, 8, 2, 64, 16, true},
+                      AttentionCase{"tiny-mixtral shape d32", 5, 10, 8, 4, 32, 0, false}));
+
+TEST(CudaAttentionArguments, RejectsHeadDimAboveTheKernelLimit) {
+  if (!cuda::available().ok()) GTEST_SKIP() << "skipped, no usable CUDA device: " << cuda::available().message();
+  auto context = cuda::Context::create(0, 0);
+  ASSERT_TRUE(context.ok());
+  cuda::AttentionArgs args;
+  args.n_tokens = 1;
+  args.n_heads = args.n_kv_heads = 1;
+  args.head_dim = 512;
+  const Status status = cuda::attention(**context, args);
+  EXPECT_FALSE(status.ok());
+  EXPECT_NE(status.message().find("head dim 512"), std::string::npos) << status.message();
+}
+
+}  // namespace
+}  // namespace moenav
