@@ -24,6 +24,7 @@ class KvCache;
 class ExpertStore;
 class RoutingPolicy;
 struct StageTimes;
+struct DeviceKvCache;
 
 // One sequence: its tokens so far and its KV cache.
 class Session {
@@ -38,6 +39,8 @@ class Session {
   friend class Engine;
   Session(std::unique_ptr<KvCache> cache);
   std::unique_ptr<KvCache> cache_;
+  // The keys and values on the GPU (device.backend cuda), created by the first forward pass.
+  std::unique_ptr<DeviceKvCache, void (*)(DeviceKvCache*)> device_cache_{nullptr, nullptr};
   std::vector<int32_t> tokens_;
 };
 
@@ -89,11 +92,17 @@ class Engine {
   // Where experts live (experts/expert_store.h): its memory plan, the routing-trace hook.
   ExpertStore& expert_store();
 
+  // The GPU memory high-water mark of device.backend cuda (weights, caches, scratch); -1 on the
+  // CPU backend.
+  int64_t gpu_peak_bytes() const;
+
   // Called with every MoE layer's routing (traces, statistics).
   void set_routing_observer(std::function<void(int64_t layer, const Routing&)> observer);
 
  private:
   Engine();
+  Status forward_cuda(std::span<const ForwardRequest> requests, std::span<const int32_t> tokens,
+                      std::vector<std::vector<float>>* logits);
   struct State;
   std::unique_ptr<Model> model_;
   std::unique_ptr<Tokenizer> tokenizer_;

@@ -58,9 +58,10 @@ class DeviceBuffer {
   int64_t bytes_ = 0;
 };
 
-// How matmul multiplies many tokens (prefill): Bf16 dequantizes weights and rounds activations
-// to bf16 for tensor-core GEMMs with f32 accumulation (the fast path); F32 keeps both in f32
-// (exact to float rounding, for reference comparisons). Few tokens always use the f32 matvec.
+// How matmul multiplies many tokens (prefill): F32 (the default) keeps weights and activations in
+// f32, exact to float rounding like the CPU backend; Bf16 rounds both to bf16 for tensor-core
+// GEMMs with f32 accumulation (faster, ~1e-5 relative error). Few tokens always use the f32
+// matvec.
 enum class GemmPrecision { Bf16, F32 };
 
 // One device: its compute stream, cuBLAS handle, scratch space and the allocator. Every device
@@ -84,6 +85,9 @@ class Context {
   // host memory may be reused.
   Status upload(const DeviceBuffer& to, const void* from, int64_t bytes, int64_t offset = 0);
   Status download(void* to, const DeviceBuffer& from, int64_t bytes, int64_t offset = 0);
+  // Device-to-device copy and zero fill of raw device pointers, queued on the compute stream.
+  Status copy(void* to, const void* from, int64_t bytes);
+  Status zero(void* data, int64_t bytes);
   // Waits for the compute stream; an error of any kernel queued before surfaces here.
   Status synchronize();
 

@@ -38,8 +38,10 @@ int64_t Context::allocated_bytes() const { return 0; }
 int64_t Context::peak_bytes() const { return 0; }
 Status Context::upload(const DeviceBuffer&, const void*, int64_t, int64_t) { return not_built(); }
 Status Context::download(void*, const DeviceBuffer&, int64_t, int64_t) { return not_built(); }
+Status Context::copy(void*, const void*, int64_t) { return not_built(); }
+Status Context::zero(void*, int64_t) { return not_built(); }
 Status Context::synchronize() { return not_built(); }
-GemmPrecision Context::gemm_precision() const { return GemmPrecision::Bf16; }
+GemmPrecision Context::gemm_precision() const { return GemmPrecision::F32; }
 void Context::set_gemm_precision(GemmPrecision) {}
 void Context::release(void*, int64_t) {}
 

@@ -22,6 +22,7 @@
 #include "model/model.h"
 #include "model/weight_conversion.h"
 #include "quant/quant.h"
+#include "runtime/cuda_decoder.h"
 #include "tokenizer/tokenizer.h"
 
 namespace moenav {
@@ -35,6 +36,7 @@ struct Engine::State {
   std::vector<BatchRow> rows;
   StageTimes stage_times{};
   std::vector<std::vector<float>> chunk_logits{};  // evaluate()'s per-chunk output
+  std::unique_ptr<CudaDecoder> cuda{};  // device.backend cuda: the decoder on the GPU
 };
 
 Session::Session(std::unique_ptr<KvCache> cache) : cache_(std::move(cache)) {}
@@ -74,10 +76,6 @@ Expected<std::unique_ptr<Engine>> Engine::create(const std::string& model_path,
   MOENAV_RETURN_IF_ERROR(convert_weights(*engine->model_, config.weights));
   MOENAV_ASSIGN_OR_RETURN(engine->tokenizer_, load_tokenizer(*engine->model_));
   const ModelConfig& model = engine->model_->config;
-  if (config.device.backend != "cpu") {
-    return Status::errorf("device.backend '{}': this build has only the cpu backend",
-                          config.device.backend);
-  }
   if (config.kv_cache.context > model.context_length) {
     return Status::errorf("kv_cache.context = {} exceeds the model's context length {}",
                           config.kv_cache.context, model.context_length);
@@ -87,13 +85,20 @@ Expected<std::unique_ptr<Engine>> Engine::create(const std::string& model_path,
   MOENAV_ASSIGN_OR_RETURN(RoutingPolicy policy, RoutingPolicy::create(config.routing, model,
                                                                       &engine->model_->weights,
                                                                       engine->pool_.get()));
+  // On CUDA every expert lives on the device; the host store only answers expert_store() and
+  // counters there, planned as on the CPU.
+  EngineConfig store_config = config;
+  store_config.device.backend = "cpu";
   MOENAV_ASSIGN_OR_RETURN(std::unique_ptr<ExpertStore> store,
-                          create_expert_store(*engine->model_, config, engine->context_,
+                          create_expert_store(*engine->model_, store_config, engine->context_,
                                               engine->pool_->size()));
   engine->state_.reset(new State{Rope(model),
                                  std::move(policy),
                                  std::move(store),
                                  {}, {}, {}});
+  if (config.device.backend == "cuda") {
+    MOENAV_ASSIGN_OR_RETURN(engine->state_->cuda, CudaDecoder::create(*engine->model_, config));
+  }
   return engine;
 }
 
@@ -117,6 +122,7 @@ std::unique_ptr<Session> Engine::new_session() const {
 ExpertCounters Engine::expert_counters() const { return state_->store->counters(); }
 void Engine::reset_expert_counters() { state_->store->reset_counters(); }
 ExpertStore& Engine::expert_store() { return *state_->store; }
+int64_t Engine::gpu_peak_bytes() const { return state_->cuda ? state_->cuda->peak_bytes() : -1; }
 
 void Engine::set_routing_observer(std::function<void(int64_t, const Routing&)> observer) {
   state_->observer = std::move(observer);
@@ -179,7 +185,7 @@ Status Engine::forward(std::span<const ForwardRequest> requests,
         return Status::errorf("token id {} is outside the vocabulary [0, {})", token, c.vocab);
       }
     }
-    session.cache_->reserve(end);
+    if (!s.cuda) session.cache_->reserve(end);
     max_context = std::max(max_context, session.context());
     for (size_t i = 0; i < request.tokens.size(); ++i) {
       s.rows.push_back({session.cache_.get(), session.position() + static_cast<int64_t>(i)});
@@ -188,6 +194,7 @@ Status Engine::forward(std::span<const ForwardRequest> requests,
   }
   const int64_t n_rows = static_cast<int64_t>(tokens.size());
   if (n_rows == 0) return ok_status();
+  if (s.cuda) return forward_cuda(requests, tokens, logits);
   int64_t max_k = 0;
   for (int64_t l = 0; l < c.n_layers; ++l) max_k = std::max(max_k, s.policy.k_for_layer(l));
   resize_workspace(s.work, c, n_rows, max_k, pool_->size(), max_context);
@@ -245,6 +252,28 @@ Status Engine::forward(std::span<const ForwardRequest> requests,
     row += count;
   }
   clock.lap(Stage::LmHead);
+  return ok_status();
+}
+
+Status Engine::forward_cuda(std::span<const ForwardRequest> requests,
+                            std::span<const int32_t> tokens,
+                            std::vector<std::vector<float>>* logits) {
+  State& s = *state_;
+  logits->resize(requests.size());
+  std::vector<CudaDecoder::Segment> segments;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const ForwardRequest& request = requests[i];
+    if (request.tokens.empty()) continue;
+    Session& session = *request.session;
+    segments.push_back({&session.device_cache_, session.context(), session.position(),
+                        static_cast<int64_t>(request.tokens.size()), request.all_logits,
+                        &(*logits)[i]});
+  }
+  MOENAV_RETURN_IF_ERROR(s.cuda->forward(segments, tokens, s.policy, s.observer));
+  for (const ForwardRequest& request : requests) {
+    request.session->tokens_.insert(request.session->tokens_.end(), request.tokens.begin(),
+                                    request.tokens.end());
+  }
   return ok_status();
 }
 

@@ -149,6 +149,18 @@ Status Context::download(void* to, const DeviceBuffer& from, int64_t bytes, int6
   return cuda_status(cudaStreamSynchronize(impl_->stream), "download");
 }
 
+Status Context::copy(void* to, const void* from, int64_t bytes) {
+  if (bytes <= 0) return ok_status();
+  return cuda_status(cudaMemcpyAsync(to, from, static_cast<size_t>(bytes),
+                                     cudaMemcpyDeviceToDevice, impl_->stream),
+                     "device copy");
+}
+
+Status Context::zero(void* data, int64_t bytes) {
+  if (bytes <= 0) return ok_status();
+  return cuda_status(cudaMemsetAsync(data, 0, static_cast<size_t>(bytes), impl_->stream), "memset");
+}
+
 Status Context::synchronize() {
   return cuda_status(cudaStreamSynchronize(impl_->stream), "kernel execution");
 }

@@ -20,7 +20,7 @@ struct Context::Impl {
   int64_t budget = 0;
   int64_t allocated = 0;
   int64_t peak = 0;
-  GemmPrecision gemm_precision = GemmPrecision::Bf16;
+  GemmPrecision gemm_precision = GemmPrecision::F32;
   // Scratch reused by ops that need temporary device memory (dequantized weight slices, bf16
   // activations, attention partials); grows on demand and counts against the budget.
   DeviceBuffer scratch;

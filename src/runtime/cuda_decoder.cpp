@@ -1,0 +1,484 @@
+#include "runtime/cuda_decoder.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include <fmt/format.h>
+
+#include "backend/cuda.h"
+#include "backend/cuda_ops.h"
+#include "core/byte_size.h"
+#include "layers/moe/router.h"
+#include "layers/moe/routing_policy.h"
+#include "layers/rope.h"
+#include "model/model.h"
+#include "quant/quant.h"
+
+namespace moenav {
+
+using cuda::DeviceBuffer;
+using cuda::DeviceWeight;
+
+struct DeviceKvCache {
+  cuda::Context* context = nullptr;
+  int64_t n_layers = 0;
+  int64_t kv_dim = 0;
+  int64_t context_length = 0;
+  int64_t capacity = 0;   // positions held per layer
+  DeviceBuffer keys;      // [n_layers, capacity, kv_dim] f32
+  DeviceBuffer values;
+
+  float* keys_at(int64_t layer, int64_t position) const {
+    return keys.as<float>() + (layer * capacity + position) * kv_dim;
+  }
+  float* values_at(int64_t layer, int64_t position) const {
+    return values.as<float>() + (layer * capacity + position) * kv_dim;
+  }
+
+  // Room for positions [0, positions): doubling from 256, capped at the context length; the
+  // cached rows move to the new buffers.
+  Status reserve(int64_t positions) {
+    if (positions <= capacity) return ok_status();
+    int64_t grown = capacity == 0 ? 256 : capacity;
+    while (grown < positions) grown *= 2;
+    grown = std::min(grown, context_length);
+    const int64_t bytes = n_layers * grown * kv_dim * int64_t{sizeof(float)};
+    MOENAV_ASSIGN_OR_RETURN(DeviceBuffer new_keys, context->allocate(bytes, "the KV cache (keys)"));
+    MOENAV_ASSIGN_OR_RETURN(DeviceBuffer new_values,
+                            context->allocate(bytes, "the KV cache (values)"));
+    const int64_t layer_bytes = capacity * kv_dim * int64_t{sizeof(float)};
+    for (int64_t layer = 0; layer < n_layers && capacity > 0; ++layer) {
+      const int64_t to = layer * grown * kv_dim, from = layer * capacity * kv_dim;
+      MOENAV_RETURN_IF_ERROR(context->copy(new_keys.as<float>() + to, keys.as<float>() + from, layer_bytes));
+      MOENAV_RETURN_IF_ERROR(context->copy(new_values.as<float>() + to, values.as<float>() + from, layer_bytes));
+    }
+    keys = std::move(new_keys);  // cudaFree waits for the queued copies
+    values = std::move(new_values);
+    capacity = grown;
+    return ok_status();
+  }
+};
+
+namespace {
+
+void destroy(DeviceKvCache* cache) { delete cache; }
+
+struct DeviceFfn {
+  DeviceWeight gate, up, down;
+};
+
+struct DeviceLayer {
+  const float* attn_norm = nullptr;
+  const float* ffn_norm = nullptr;
+  const float* q_norm = nullptr;
+  const float* k_norm = nullptr;
+  const float* sinks = nullptr;
+  DeviceWeight q, k, v, o, router;
+  std::vector<DeviceFfn> experts;
+  DeviceFfn shared, dense;
+};
+
+// Everything the CUDA decoder cannot run yet, as one message (empty when it can run the model).
+std::string unsupported_features(const Model& model) {
+  const ModelConfig& c = model.config;
+  std::vector<std::string> missing;
+  if (c.attention == AttentionKind::Mla) missing.push_back("multi-head latent attention");
+  if (c.attention_bias || c.attention_output_bias) missing.push_back("attention biases");
+  if (c.expert_activation != FfnActivation::Swiglu) missing.push_back("the clamped SwiGLU");
+  if (c.shared_expert_gate) missing.push_back("gated shared experts");
+  for (const LayerWeights& layer : model.weights.layers) {
+    bool biased = false;
+    for (const FfnWeights& expert : layer.experts)
+      biased = biased || !expert.gate_bias.empty() || !expert.up_bias.empty() || !expert.down_bias.empty();
+    if (biased) {
+      missing.push_back("expert biases");
+      break;
+    }
+  }
+  std::string text;
+  for (const std::string& item : missing) text += (text.empty() ? "" : ", ") + item;
+  return text;
+}
+
+}  // namespace
+
+struct CudaDecoder::Weights {
+  std::vector<DeviceBuffer> storage;  // owns every uploaded tensor
+  std::vector<DeviceLayer> layers;
+  const float* output_norm = nullptr;
+  DeviceWeight output;
+  const float* inverse_frequency = nullptr;
+  Rope rope;
+};
+
+struct CudaDecoder::Buffers {
+  int64_t rows = 0;  // capacity in token rows
+  int64_t k = 0;     // capacity in experts per token
+  DeviceBuffer hidden, normed, q, k_rows, v, attention, block_output, router_logits, gathered,
+      gate, up, expert_output, positions, routes, route_weights, logits;
+  std::vector<float> host_rows;            // [T, hidden] embeddings
+  std::vector<float> host_router_logits;   // [T, n_experts]
+  std::vector<int32_t> host_positions;     // [T]
+  std::vector<int32_t> host_routes;        // rows of each expert, experts one after another
+  std::vector<float> host_route_weights;
+};
+
+namespace {
+
+class Uploader {
+ public:
+  Uploader(cuda::Context& context, std::vector<DeviceBuffer>& storage)
+      : context_(context), storage_(storage) {}
+
+  Expected<DeviceWeight> weight(const TensorView& tensor, const std::string& name) {
+    if (tensor.empty()) return DeviceWeight{};
+    if (!cuda::matmul_supported(tensor.dtype)) {
+      return Status::errorf("{} is {}, which the CUDA backend cannot multiply yet (convert it with "
+                            "--weights-type, e.g. q8_0 or q4_k)", name, dtype_name(tensor.dtype));
+    }
+    MOENAV_ASSIGN_OR_RETURN(void* data, bytes(tensor, name));
+    return DeviceWeight{tensor.dtype, tensor.rows(), tensor.cols(), data};
+  }
+
+  Expected<const float*> vector(const TensorView& tensor, const std::string& name) {
+    if (tensor.empty()) return static_cast<const float*>(nullptr);
+    MOENAV_ASSIGN_OR_RETURN(void* data, bytes(tensor, name));
+    return static_cast<const float*>(data);
+  }
+
+  Expected<DeviceFfn> ffn(const FfnWeights& ffn, const std::string& name) {
+    DeviceFfn out;
+    MOENAV_ASSIGN_OR_RETURN(out.gate, weight(ffn.gate, name + ".gate"));
+    MOENAV_ASSIGN_OR_RETURN(out.up, weight(ffn.up, name + ".up"));
+    MOENAV_ASSIGN_OR_RETURN(out.down, weight(ffn.down, name + ".down"));
+    return out;
+  }
+
+ private:
+  Expected<void*> bytes(const TensorView& tensor, const std::string& name) {
+    MOENAV_ASSIGN_OR_RETURN(DeviceBuffer buffer, context_.allocate(tensor.bytes(), name));
+    MOENAV_RETURN_IF_ERROR(context_.upload(buffer, tensor.data, tensor.bytes()));
+    void* data = buffer.data();
+    storage_.push_back(std::move(buffer));
+    return data;
+  }
+
+  cuda::Context& context_;
+  std::vector<DeviceBuffer>& storage_;
+};
+
+}  // namespace
+
+CudaDecoder::CudaDecoder() = default;
+CudaDecoder::~CudaDecoder() {
+  // Device memory goes back to the context before the context goes.
+  buffers_.reset();
+  weights_.reset();
+}
+
+int64_t CudaDecoder::peak_bytes() const { return context_->peak_bytes(); }
+
+Expected<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const Model& model,
+                                                           const EngineConfig& config) {
+  const std::string missing = unsupported_features(model);
+  if (!missing.empty()) {
+    return Status::errorf("device.backend 'cuda': {} ({}) uses what the CUDA backend does not run "
+                          "yet: {}; use --backend cpu", model.path, model.config.arch, missing);
+  }
+  int64_t budget = 0;
+  if (!config.device.gpu_memory.empty()) {
+    MOENAV_ASSIGN_OR_RETURN(budget, parse_byte_size(config.device.gpu_memory));
+  }
+  std::unique_ptr<CudaDecoder> decoder(new CudaDecoder());
+  decoder->model_ = &model;
+  MOENAV_ASSIGN_OR_RETURN(decoder->context_, cuda::Context::create(0, budget));
+  cuda::Context& context = *decoder->context_;
+  const ModelConfig& c = model.config;
+  const ModelWeights& w = model.weights;
+  decoder->weights_.reset(new Weights{{}, {}, nullptr, {}, nullptr, Rope(c)});
+  Weights& device = *decoder->weights_;
+  Uploader upload(context, device.storage);
+  auto with_budget_hint = [&](Status status) {
+    return status.with_context(fmt::format(
+        "device.backend 'cuda' keeps all {} of weights on the GPU (expert offloading to host "
+        "memory is not implemented on CUDA yet)", format_bytes(model.total_bytes())));
+  };
+  auto upload_all = [&]() -> Status {
+    for (int64_t l = 0; l < c.n_layers; ++l) {
+      const LayerWeights& layer = w.layers[static_cast<size_t>(l)];
+      const std::string name = fmt::format("layer {}", l);
+      DeviceLayer out;
+      MOENAV_ASSIGN_OR_RETURN(out.attn_norm, upload.vector(layer.attn_norm, name + " attn_norm"));
+      MOENAV_ASSIGN_OR_RETURN(out.ffn_norm, upload.vector(layer.ffn_norm, name + " ffn_norm"));
+      MOENAV_ASSIGN_OR_RETURN(out.q_norm, upload.vector(layer.attn_q_norm, name + " q_norm"));
+      MOENAV_ASSIGN_OR_RETURN(out.k_norm, upload.vector(layer.attn_k_norm, name + " k_norm"));
+      MOENAV_ASSIGN_OR_RETURN(out.sinks, upload.vector(layer.attn_sinks, name + " sinks"));
+      MOENAV_ASSIGN_OR_RETURN(out.q, upload.weight(layer.attn_q, name + " attn_q"));
+      MOENAV_ASSIGN_OR_RETURN(out.k, upload.weight(layer.attn_k, name + " attn_k"));
+      MOENAV_ASSIGN_OR_RETURN(out.v, upload.weight(layer.attn_v, name + " attn_v"));
+      MOENAV_ASSIGN_OR_RETURN(out.o, upload.weight(layer.attn_output, name + " attn_output"));
+      if (c.is_moe_layer(l)) {
+        MOENAV_ASSIGN_OR_RETURN(out.router, upload.weight(layer.router, name + " router"));
+        for (size_t e = 0; e < layer.experts.size(); ++e) {
+          MOENAV_ASSIGN_OR_RETURN(DeviceFfn expert,
+                                  upload.ffn(layer.experts[e], fmt::format("{} expert {}", name, e)));
+          out.experts.push_back(expert);
+        }
+        if (c.n_shared_experts > 0) {
+          MOENAV_ASSIGN_OR_RETURN(out.shared, upload.ffn(layer.shared_expert, name + " shared expert"));
+        }
+      } else {
+        MOENAV_ASSIGN_OR_RETURN(out.dense, upload.ffn(layer.dense, name + " ffn"));
+      }
+      device.layers.push_back(std::move(out));
+    }
+    MOENAV_ASSIGN_OR_RETURN(device.output_norm, upload.vector(w.output_norm, "output_norm"));
+    MOENAV_ASSIGN_OR_RETURN(device.output, upload.weight(w.output, "output"));
+    const std::vector<float>& frequency = device.rope.inverse_frequency();
+    const TensorView frequency_view{DType::F32, Shape{static_cast<int64_t>(frequency.size())}, frequency.data()};
+    MOENAV_ASSIGN_OR_RETURN(device.inverse_frequency, upload.vector(frequency_view, "RoPE frequencies"));
+    return ok_status();
+  };
+  MOENAV_RETURN_IF_ERROR(with_budget_hint(upload_all()));
+  decoder->buffers_ = std::make_unique<Buffers>();
+  return decoder;
+}
+
+Status CudaDecoder::ensure_capacity(int64_t n_rows, int64_t max_k) {
+  Buffers& b = *buffers_;
+  if (n_rows <= b.rows && max_k <= b.k) return ok_status();
+  const ModelConfig& c = model_->config;
+  const int64_t rows = std::max(n_rows, b.rows), k = std::max({max_k, b.k, int64_t{1}});
+  const int64_t ffn = std::max({c.expert_ffn, c.dense_ffn, c.shared_expert_ffn});
+  MOENAV_RETURN_IF_ERROR(context_->synchronize());  // the old buffers may still be in use
+  b = Buffers();
+  auto floats = [&](DeviceBuffer& buffer, int64_t count, const char* what) -> Status {
+    MOENAV_ASSIGN_OR_RETURN(buffer, context_->allocate(count * int64_t{sizeof(float)}, what));
+    return ok_status();
+  };
+  MOENAV_RETURN_IF_ERROR(floats(b.hidden, rows * c.hidden, "the residual stream"));
+  MOENAV_RETURN_IF_ERROR(floats(b.normed, rows * c.hidden, "normed activations"));
+  MOENAV_RETURN_IF_ERROR(floats(b.q, rows * c.q_dim(), "queries"));
+  MOENAV_RETURN_IF_ERROR(floats(b.k_rows, rows * c.kv_dim(), "keys"));
+  MOENAV_RETURN_IF_ERROR(floats(b.v, rows * c.kv_dim(), "values"));
+  MOENAV_RETURN_IF_ERROR(floats(b.attention, rows * c.q_dim(), "attention output"));
+  MOENAV_RETURN_IF_ERROR(floats(b.block_output, rows * c.hidden, "block output"));
+  MOENAV_RETURN_IF_ERROR(floats(b.router_logits, rows * std::max<int64_t>(c.n_experts, 1), "router logits"));
+  MOENAV_RETURN_IF_ERROR(floats(b.gathered, rows * c.hidden, "expert input"));
+  MOENAV_RETURN_IF_ERROR(floats(b.gate, rows * ffn, "ffn gate"));
+  MOENAV_RETURN_IF_ERROR(floats(b.up, rows * ffn, "ffn up"));
+  MOENAV_RETURN_IF_ERROR(floats(b.expert_output, rows * c.hidden, "expert output"));
+  MOENAV_RETURN_IF_ERROR(floats(b.positions, rows, "positions"));
+  MOENAV_RETURN_IF_ERROR(floats(b.routes, rows * k, "routes"));
+  MOENAV_RETURN_IF_ERROR(floats(b.route_weights, rows * k, "route weights"));
+  MOENAV_RETURN_IF_ERROR(floats(b.logits, rows * c.vocab, "logits"));
+  b.rows = rows;
+  b.k = k;
+  return ok_status();
+}
+
+namespace {
+
+Status run_ffn(cuda::Context& context, const DeviceFfn& ffn, const float* input, int64_t n,
+               float* gate, float* up, float* output) {
+  MOENAV_RETURN_IF_ERROR(cuda::matmul(context, ffn.gate, input, n, gate));
+  MOENAV_RETURN_IF_ERROR(cuda::matmul(context, ffn.up, input, n, up));
+  MOENAV_RETURN_IF_ERROR(cuda::silu_mul(context, gate, up, gate, n * ffn.gate.rows));
+  return cuda::matmul(context, ffn.down, gate, n, output);
+}
+
+}  // namespace
+
+Status CudaDecoder::attention(int64_t l, std::span<const Segment> segments) {
+  const ModelConfig& c = model_->config;
+  const DeviceLayer& layer = weights_->layers[static_cast<size_t>(l)];
+  Buffers& b = *buffers_;
+  cuda::Context& context = *context_;
+  int64_t n_rows = 0;
+  for (const Segment& segment : segments) n_rows += segment.n_tokens;
+  float* q = b.q.as<float>();
+  float* k = b.k_rows.as<float>();
+  float* v = b.v.as<float>();
+  MOENAV_RETURN_IF_ERROR(cuda::matmul(context, layer.q, b.normed.as<float>(), n_rows, q));
+  MOENAV_RETURN_IF_ERROR(cuda::matmul(context, layer.k, b.normed.as<float>(), n_rows, k));
+  MOENAV_RETURN_IF_ERROR(cuda::matmul(context, layer.v, b.normed.as<float>(), n_rows, v));
+  if (c.qk_norm) {
+    const int64_t q_width = c.qk_norm_full_width ? c.q_dim() : c.head_dim;
+    const int64_t k_width = c.qk_norm_full_width ? c.kv_dim() : c.head_dim;
+    MOENAV_RETURN_IF_ERROR(cuda::rms_norm(context, q, layer.q_norm, q, n_rows * c.q_dim() / q_width, q_width, c.norm_eps));
+    MOENAV_RETURN_IF_ERROR(cuda::rms_norm(context, k, layer.k_norm, k, n_rows * c.kv_dim() / k_width, k_width, c.norm_eps));
+  }
+  cuda::RopeArgs rope;
+  rope.n_tokens = n_rows;
+  rope.head_stride = c.head_dim;
+  rope.rotary_dim = weights_->rope.rotary_dim();
+  rope.inverse_frequency = weights_->inverse_frequency;
+  rope.positions = b.positions.as<int32_t>();
+  rope.neox = weights_->rope.style() == RopeStyle::Neox;
+  rope.attention_factor = weights_->rope.attention_factor();
+  rope.x = q, rope.n_heads = c.n_heads, rope.token_stride = c.q_dim();
+  MOENAV_RETURN_IF_ERROR(cuda::rope(context, rope));
+  rope.x = k, rope.n_heads = c.n_kv_heads, rope.token_stride = c.kv_dim();
+  MOENAV_RETURN_IF_ERROR(cuda::rope(context, rope));
+
+  const float scale = c.attention_scale > 0.0f ? c.attention_scale
+                                               : 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  int64_t row = 0;
+  for (const Segment& segment : segments) {
+    DeviceKvCache& cache = **segment.cache;
+    const int64_t bytes = segment.n_tokens * c.kv_dim() * int64_t{sizeof(float)};
+    MOENAV_RETURN_IF_ERROR(context.copy(cache.keys_at(l, segment.first_position), k + row * c.kv_dim(), bytes));
+    MOENAV_RETURN_IF_ERROR(context.copy(cache.values_at(l, segment.first_position), v + row * c.kv_dim(), bytes));
+    cuda::AttentionArgs args;
+    args.queries = q + row * c.q_dim();
+    args.keys = cache.keys_at(l, 0);
+    args.values = cache.values_at(l, 0);
+    args.sinks = layer.sinks;
+    args.output = b.attention.as<float>() + row * c.q_dim();
+    args.n_tokens = segment.n_tokens;
+    args.n_heads = c.n_heads;
+    args.n_kv_heads = c.n_kv_heads;
+    args.head_dim = c.head_dim;
+    args.first_position = segment.first_position;
+    args.window = c.uses_sliding_window(l) ? c.sliding_window : 0;
+    args.scale = scale;
+    MOENAV_RETURN_IF_ERROR(cuda::attention(context, args));
+    row += segment.n_tokens;
+  }
+  return cuda::matmul(context, layer.o, b.attention.as<float>(), n_rows, b.block_output.as<float>());
+}
+
+Status CudaDecoder::moe(int64_t l, int64_t n_rows, const RoutingPolicy& policy,
+                        const RoutingObserver& observer) {
+  const ModelConfig& c = model_->config;
+  const LayerWeights& host_layer = model_->weights.layers[static_cast<size_t>(l)];
+  const DeviceLayer& layer = weights_->layers[static_cast<size_t>(l)];
+  Buffers& b = *buffers_;
+  cuda::Context& context = *context_;
+  const float* normed = b.normed.as<float>();
+  // Router logits come back to the host, where routing is selected exactly as on the CPU.
+  MOENAV_RETURN_IF_ERROR(cuda::matmul(context, layer.router, normed, n_rows, b.router_logits.as<float>()));
+  std::vector<float>& logits = b.host_router_logits;
+  logits.resize(static_cast<size_t>(n_rows * c.n_experts));
+  MOENAV_RETURN_IF_ERROR(context.download(logits.data(), b.router_logits,
+                                          static_cast<int64_t>(logits.size() * sizeof(float))));
+  if (!host_layer.router_bias.empty()) {
+    const float* bias = static_cast<const float*>(host_layer.router_bias.data);
+    for (int64_t t = 0; t < n_rows; ++t)
+      for (int64_t e = 0; e < c.n_experts; ++e) logits[static_cast<size_t>(t * c.n_experts + e)] += bias[e];
+  }
+  Routing routing;
+  const int64_t k = policy.k_for_layer(l);
+  select_experts(c, logits.data(), n_rows, k, policy.allowed(l), routing,
+                 static_cast<const float*>(host_layer.expert_selection_bias.data));
+  policy.apply(routing);
+  if (observer) observer(l, routing);
+
+  // Dispatch: the rows of each expert, experts one after another.
+  std::vector<int64_t> offsets(static_cast<size_t>(c.n_experts + 1), 0);
+  for (int32_t expert : routing.experts)
+    if (expert >= 0) ++offsets[static_cast<size_t>(expert) + 1];
+  for (int64_t e = 0; e < c.n_experts; ++e) offsets[static_cast<size_t>(e + 1)] += offsets[static_cast<size_t>(e)];
+  const int64_t assigned = offsets.back();
+  b.host_routes.resize(static_cast<size_t>(std::max<int64_t>(assigned, 1)));
+  b.host_route_weights.resize(b.host_routes.size());
+  std::vector<int64_t> fill(offsets.begin(), offsets.end() - 1);
+  for (int64_t t = 0; t < n_rows; ++t) {
+    for (int64_t slot = 0; slot < k; ++slot) {
+      const int32_t expert = routing.expert(t, slot);
+      if (expert < 0) continue;
+      const size_t at = static_cast<size_t>(fill[static_cast<size_t>(expert)]++);
+      b.host_routes[at] = static_cast<int32_t>(t);
+      b.host_route_weights[at] = routing.weight(t, slot);
+    }
+  }
+  float* output = b.block_output.as<float>();
+  MOENAV_RETURN_IF_ERROR(context.zero(output, n_rows * c.hidden * int64_t{sizeof(float)}));
+  if (assigned > 0) {
+    MOENAV_RETURN_IF_ERROR(context.upload(b.routes, b.host_routes.data(), assigned * int64_t{sizeof(int32_t)}));
+    MOENAV_RETURN_IF_ERROR(context.upload(b.route_weights, b.host_route_weights.data(), assigned * int64_t{sizeof(float)}));
+  }
+  for (int64_t e = 0; e < c.n_experts; ++e) {
+    const int64_t first = offsets[static_cast<size_t>(e)], n = offsets[static_cast<size_t>(e + 1)] - first;
+    if (n == 0) continue;
+    const int32_t* rows = b.routes.as<int32_t>() + first;
+    MOENAV_RETURN_IF_ERROR(cuda::gather_rows(context, normed, c.hidden, rows, n, b.gathered.as<float>()));
+    MOENAV_RETURN_IF_ERROR(run_ffn(context, layer.experts[static_cast<size_t>(e)], b.gathered.as<float>(), n,
+                                   b.gate.as<float>(), b.up.as<float>(), b.expert_output.as<float>()));
+    MOENAV_RETURN_IF_ERROR(cuda::scatter_add_rows(context, b.expert_output.as<float>(), c.hidden, rows,
+                                                  b.route_weights.as<float>() + first, n, output));
+  }
+  if (c.n_shared_experts > 0) {
+    MOENAV_RETURN_IF_ERROR(run_ffn(context, layer.shared, normed, n_rows, b.gate.as<float>(), b.up.as<float>(),
+                                   b.expert_output.as<float>()));
+    MOENAV_RETURN_IF_ERROR(cuda::add(context, output, b.expert_output.as<float>(), output, n_rows * c.hidden));
+  }
+  return ok_status();
+}
+
+Status CudaDecoder::forward(std::span<const Segment> segments, std::span<const int32_t> tokens,
+                            const RoutingPolicy& policy, const RoutingObserver& observer) {
+  const ModelConfig& c = model_->config;
+  const ModelWeights& w = model_->weights;
+  cuda::Context& context = *context_;
+  const int64_t n_rows = static_cast<int64_t>(tokens.size());
+  if (n_rows == 0) return ok_status();
+  int64_t max_k = 0;
+  for (int64_t l = 0; l < c.n_layers; ++l) max_k = std::max(max_k, policy.k_for_layer(l));
+  MOENAV_RETURN_IF_ERROR(ensure_capacity(n_rows, max_k));
+  Buffers& b = *buffers_;
+
+  b.host_positions.clear();
+  for (const Segment& segment : segments) {
+    if (!*segment.cache) {
+      *segment.cache = DeviceKvCachePtr(
+          new DeviceKvCache{&context, c.n_layers, c.kv_dim(), segment.context}, &destroy);
+    }
+    MOENAV_RETURN_IF_ERROR((*segment.cache)->reserve(segment.first_position + segment.n_tokens));
+    for (int64_t i = 0; i < segment.n_tokens; ++i)
+      b.host_positions.push_back(static_cast<int32_t>(segment.first_position + i));
+  }
+  // Embeddings are looked up on the host (any dtype) and uploaded: [T, hidden] floats.
+  b.host_rows.resize(static_cast<size_t>(n_rows * c.hidden));
+  for (int64_t r = 0; r < n_rows; ++r) {
+    quant::dequantize_row(w.token_embedding.dtype, w.token_embedding.row(tokens[static_cast<size_t>(r)]),
+                          b.host_rows.data() + r * c.hidden, c.hidden);
+  }
+  MOENAV_RETURN_IF_ERROR(context.upload(b.hidden, b.host_rows.data(), n_rows * c.hidden * int64_t{sizeof(float)}));
+  MOENAV_RETURN_IF_ERROR(context.upload(b.positions, b.host_positions.data(), n_rows * int64_t{sizeof(int32_t)}));
+
+  float* hidden = b.hidden.as<float>();
+  float* normed = b.normed.as<float>();
+  float* block_output = b.block_output.as<float>();
+  const int64_t width = n_rows * c.hidden;
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    const DeviceLayer& layer = weights_->layers[static_cast<size_t>(l)];
+    MOENAV_RETURN_IF_ERROR(cuda::rms_norm(context, hidden, layer.attn_norm, normed, n_rows, c.hidden, c.norm_eps));
+    MOENAV_RETURN_IF_ERROR(attention(l, segments));
+    MOENAV_RETURN_IF_ERROR(cuda::add(context, hidden, block_output, hidden, width));
+    MOENAV_RETURN_IF_ERROR(cuda::rms_norm(context, hidden, layer.ffn_norm, normed, n_rows, c.hidden, c.norm_eps));
+    if (c.is_moe_layer(l)) {
+      MOENAV_RETURN_IF_ERROR(moe(l, n_rows, policy, observer));
+    } else {
+      MOENAV_RETURN_IF_ERROR(run_ffn(context, layer.dense, normed, n_rows, b.gate.as<float>(),
+                                     b.up.as<float>(), block_output));
+    }
+    MOENAV_RETURN_IF_ERROR(cuda::add(context, hidden, block_output, hidden, width));
+  }
+
+  int64_t row = 0;
+  for (const Segment& segment : segments) {
+    const int64_t first = segment.all_logits ? row : row + segment.n_tokens - 1;
+    const int64_t n_out = segment.all_logits ? segment.n_tokens : 1;
+    MOENAV_RETURN_IF_ERROR(cuda::rms_norm(context, hidden + first * c.hidden, weights_->output_norm, normed,
+                                          n_out, c.hidden, c.norm_eps));
+    MOENAV_RETURN_IF_ERROR(cuda::matmul(context, weights_->output, normed, n_out, b.logits.as<float>()));
+    segment.logits->resize(static_cast<size_t>(n_out * c.vocab));
+    MOENAV_RETURN_IF_ERROR(context.download(segment.logits->data(), b.logits,
+                                            n_out * c.vocab * int64_t{sizeof(float)}));
+    row += segment.n_tokens;
+  }
+  return ok_status();
+}
+
+}  // namespace moenav

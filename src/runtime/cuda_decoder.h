@@ -1,0 +1,71 @@
+// The decoder on the CUDA backend with every weight resident on the device: the steps of
+// Engine::forward, each one a kernel of backend/cuda_ops.h. Routing is chosen on the host from
+// the router logits (select_experts, then the RoutingPolicy), as on the CPU, so both backends
+// route identically and the routing observer sees every layer.
+//
+// Not yet here (refused with a message at creation): multi-head latent attention, projection and
+// expert biases, the clamped SwiGLU of gpt-oss, gated shared experts, and offloading experts to
+// host memory (the GPU tier of the ExpertStore): a model must fit device.gpu_memory whole.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "layers/moe/moe_layer.h"
+#include "moenav/engine_config.h"
+#include "moenav/status.h"
+
+namespace moenav {
+
+struct Model;
+class RoutingPolicy;
+namespace cuda {
+class Context;
+}
+
+// One sequence's keys and values on the device, grown on demand like KvCache. Sessions hold it
+// through a plain function-pointer deleter so that engine.h needs no definition.
+struct DeviceKvCache;
+using DeviceKvCachePtr = std::unique_ptr<DeviceKvCache, void (*)(DeviceKvCache*)>;
+
+class CudaDecoder {
+ public:
+  // Uploads the model's weights to device 0 within config.device.gpu_memory.
+  static Expected<std::unique_ptr<CudaDecoder>> create(const Model& model,
+                                                       const EngineConfig& config);
+  ~CudaDecoder();
+
+  // The rows of one sequence in a batch: its cache (created here when empty), where its first
+  // row sits, how many rows, and which of them want logits.
+  struct Segment {
+    DeviceKvCachePtr* cache = nullptr;
+    int64_t context = 0;         // the session's context length
+    int64_t first_position = 0;
+    int64_t n_tokens = 0;
+    bool all_logits = false;     // else only the last row's
+    std::vector<float>* logits = nullptr;  // receives [n_tokens or 1, vocab]
+  };
+  Status forward(std::span<const Segment> segments, std::span<const int32_t> tokens,
+                 const RoutingPolicy& policy, const RoutingObserver& observer);
+
+  int64_t peak_bytes() const;
+
+  struct Weights;
+  struct Buffers;
+
+ private:
+  CudaDecoder();
+  Status ensure_capacity(int64_t n_rows, int64_t max_k);
+  Status attention(int64_t layer, std::span<const Segment> segments);
+  Status moe(int64_t layer, int64_t n_rows, const RoutingPolicy& policy,
+             const RoutingObserver& observer);
+
+  const Model* model_ = nullptr;
+  std::unique_ptr<cuda::Context> context_;
+  std::unique_ptr<Weights> weights_;
+  std::unique_ptr<Buffers> buffers_;
+};
+
+}  // namespace moenav
