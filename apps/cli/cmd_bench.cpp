@@ -92,6 +92,7 @@ int run_bench(BenchArgs& args) {
     if (result->stages.seconds[i] > 0) fmt::print(" {} {:.1f}%", kStageNames[i], 100.0 * result->stages.seconds[i] / total);
   }
   fmt::print("\npeak RSS {:.1f} MiB\n", result->peak_rss_bytes / 1048576.0);
+  if (result->gpu_peak_bytes >= 0) fmt::print("peak GPU memory {:.1f} MiB (allocator high-water)\n", result->gpu_peak_bytes / 1048576.0);
   fmt::print("{}\n", plan.to_string());
   fmt::print("experts ({} runs): {} hits, {} misses ({:.1f}% hit rate); misses fetched {}, staged {}, cpu {}, "
              "lowbit {}, skipped {}; evictions {}\n", args.options.warmup + args.options.repetitions,

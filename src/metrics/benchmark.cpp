@@ -53,6 +53,7 @@ nlohmann::json BenchResult::to_json() const {
           {"prefill_tokens_per_second", entry(prefill)},
           {"decode_tokens_per_second", entry(decode)},
           {"peak_rss_bytes", peak_rss_bytes},
+          {"gpu_peak_bytes", gpu_peak_bytes},
           {"decode_weight_bytes_per_token", decode_bytes_per_token},
           {"stage_seconds", [&] {
              nlohmann::json out = nlohmann::json::object();
@@ -93,6 +94,7 @@ Expected<BenchResult> run_benchmark(Engine& engine, std::span<const int32_t> pro
   }
   result.stages = engine.stage_times();
   result.peak_rss_bytes = moenav::peak_rss_bytes();
+  result.gpu_peak_bytes = engine.gpu_peak_bytes();
   result.decode_bytes_per_token = decode_weight_bytes(engine);
   return result;
 }

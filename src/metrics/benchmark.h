@@ -36,6 +36,7 @@ Summary summarize(std::vector<double> values);
 struct BenchResult {
   std::vector<BenchSample> samples;
   int64_t peak_rss_bytes = 0;
+  int64_t gpu_peak_bytes = -1;         // the device allocator's high-water mark; -1 on the CPU
   int64_t decode_bytes_per_token = 0;  // weights a decode step reads (top-k experts)
   StageTimes stages;                   // summed over the measured repetitions
   nlohmann::json to_json() const;

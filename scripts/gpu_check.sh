@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The CUDA backend's device checks in one run, for the GPU machine (Ubuntu 24.04, CUDA 13, no
+# network, no cpp-httplib or SQLite): build with CUDA, run the gpu-labelled tests, benchmark the
+# embedded model and (BIG=1) the Mixtral-8x7B-shaped Q4_0 file of issue 7 on the GPU.
+# Results go to $OUT (default out/gpu).
+# Prepare on a Debian machine (both folders are git-ignored; pass them with the run's carry):
+#   mkdir -p .deps/debs && (cd .deps/debs && apt-get download libcpp-httplib-dev \
+#     libcpp-httplib0.11 libsqlite3-dev libsqlite3-0)
+#   mkdir -p .deps/tools && cp ../shared/tools/make_synthetic_gguf.py .deps/tools/
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-out/gpu}
+mkdir -p "$OUT"
+jobs=$(nproc)
+
+extra=()
+if compgen -G ".deps/debs/*.deb" > /dev/null; then
+  root=$PWD/.deps/root
+  for deb in .deps/debs/*.deb; do dpkg -x "$deb" "$root"; done
+  export PKG_CONFIG_SYSROOT_DIR=$root
+  export PKG_CONFIG_PATH=$root/usr/lib/x86_64-linux-gnu/pkgconfig
+  export LD_LIBRARY_PATH=$root/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+  extra+=(-DCMAKE_PREFIX_PATH="$root/usr")
+fi
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt" 2>&1
+if ! cmake --preset cuda-release "${extra[@]}" > "$OUT/configure.log" 2>&1 ||
+   ! cmake --build build-cuda -j "$jobs" > "$OUT/build.log" 2>&1; then
+  echo "gpu_check: build failed"; tail -40 "$OUT/configure.log" "$OUT/build.log"; exit 1
+fi
+ctest --test-dir build-cuda -L gpu --output-on-failure -j 4 > "$OUT/ctest-gpu.log" 2>&1
+grep -E "tests passed|tests failed|\(Failed\)|\(Timeout\)" "$OUT/ctest-gpu.log"
+
+bench() {  # name, then bench arguments
+  local name=$1; shift
+  ./build-cuda/moenav bench "$@" --json > "$OUT/bench-$name.json" 2> "$OUT/bench-$name.log" ||
+    { echo "gpu_check: bench $name failed"; tail -5 "$OUT/bench-$name.log"; }
+}
+bench tiny-cuda models/tiny-mixtral --backend cuda --prompt-tokens 512 --gen-tokens 128 --reps 5
+bench tiny-cuda-q8_0 models/tiny-mixtral --backend cuda --weights-type q8_0 --prompt-tokens 512 --gen-tokens 128 --reps 5
+
+if [ "${BIG:-0}" = 1 ]; then
+  big=/tmp/mixtral-8x7b-q4_0.gguf
+  [ -f "$big" ] || python3 .deps/tools/make_synthetic_gguf.py --preset mixtral-8x7b --type q4_0 \
+      --threads "$jobs" --out "$big" -q
+  bench mixtral-cuda "$big" --backend cuda --prompt-tokens 512 --gen-tokens 128 --reps 3
+fi
+ls -la "$OUT"
