@@ -8,6 +8,13 @@
 
 #include <cstdint>
 
+// Callable from CUDA kernels too (src/backend/cuda reads the same blocks).
+#ifdef __CUDACC__
+#define MOENAV_HOST_DEVICE __host__ __device__
+#else
+#define MOENAV_HOST_DEVICE
+#endif
+
 namespace moenav::quant {
 
 constexpr int kBlockQ8_0 = 32;    // Q8_0, Q4_0 block size
@@ -88,7 +95,7 @@ struct BlockQ8_K {
 static_assert(sizeof(BlockQ8_K) == 292);
 
 // The 6-bit scale and min of sub-block j (0..7) of a Q4_K / Q5_K super-block.
-inline void unpack_scale_min_k4(int j, const uint8_t* scales, uint8_t* scale, uint8_t* min) {
+MOENAV_HOST_DEVICE inline void unpack_scale_min_k4(int j, const uint8_t* scales, uint8_t* scale, uint8_t* min) {
   if (j < 4) {
     *scale = scales[j] & 63;
     *min = scales[j + 4] & 63;

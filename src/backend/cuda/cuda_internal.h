@@ -1,5 +1,5 @@
 // What the CUDA sources share: the Context's CUDA handles, CUDA errors as Status, launch-size
-// helpers and device-side conversions. Only src/backend/cuda includes CUDA headers.
+// helpers and warp reductions. Only src/backend/cuda includes CUDA headers.
 #pragma once
 
 #include <cublas_v2.h>
@@ -56,14 +56,6 @@ __device__ inline float warp_max(float value) {
   for (int offset = 16; offset > 0; offset >>= 1)
     value = fmaxf(value, __shfl_xor_sync(kFullMask, value, offset));
   return value;
-}
-
-__device__ inline float half_bits_to_float(uint16_t bits) {
-  return __half2float(__ushort_as_half(bits));
-}
-
-__device__ inline float bf16_bits_to_float(uint16_t bits) {
-  return __uint_as_float(static_cast<uint32_t>(bits) << 16);
 }
 
 }  // namespace moenav::cuda

@@ -10,6 +10,7 @@
 #include <type_traits>
 
 #include "backend/cuda/cuda_internal.h"
+#include "backend/cuda/dequantize_chunk.h"
 #include "backend/cuda_ops.h"
 #include "quant/blocks.h"
 
@@ -18,81 +19,8 @@ namespace {
 
 using namespace moenav::quant;
 
-constexpr int kChunk = 32;
 constexpr int kWarpsPerBlock = 4;
 constexpr int64_t kSliceBytes = int64_t{64} << 20;  // dequantized weight per GEMM slice
-
-// Sub-block j (0..7) scale and min of a Q4_K / Q5_K super-block (quant::unpack_scale_min_k4).
-__device__ inline void scale_min_k4(int j, const uint8_t* scales, float* scale, float* min) {
-  if (j < 4) {
-    *scale = scales[j] & 63;
-    *min = scales[j + 4] & 63;
-  } else {
-    *scale = (scales[j + 4] & 0xF) | ((scales[j - 4] >> 6) << 4);
-    *min = (scales[j + 4] >> 4) | ((scales[j] >> 6) << 4);
-  }
-}
-
-// w[0..32) = elements [32 * chunk, 32 * chunk + 32) of the row.
-template <DType kType>
-__device__ inline void dequantize_chunk(const uint8_t* row, int64_t chunk, float* w) {
-  if constexpr (kType == DType::F32) {
-    const float4* p = reinterpret_cast<const float4*>(row) + chunk * 8;
-#pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      const float4 v = p[i];
-      w[4 * i] = v.x, w[4 * i + 1] = v.y, w[4 * i + 2] = v.z, w[4 * i + 3] = v.w;
-    }
-  } else if constexpr (kType == DType::F16 || kType == DType::BF16) {
-    const uint16_t* p = reinterpret_cast<const uint16_t*>(row) + chunk * kChunk;
-#pragma unroll
-    for (int i = 0; i < kChunk; ++i)
-      w[i] = kType == DType::F16 ? half_bits_to_float(p[i]) : bf16_bits_to_float(p[i]);
-  } else if constexpr (kType == DType::Q8_0) {
-    const BlockQ8_0& block = reinterpret_cast<const BlockQ8_0*>(row)[chunk];
-    const float d = half_bits_to_float(block.d);
-#pragma unroll
-    for (int i = 0; i < kChunk; ++i) w[i] = d * block.qs[i];
-  } else if constexpr (kType == DType::Q4_0) {
-    const BlockQ4_0& block = reinterpret_cast<const BlockQ4_0*>(row)[chunk];
-    const float d = half_bits_to_float(block.d);
-#pragma unroll
-    for (int i = 0; i < kChunk / 2; ++i) {
-      w[i] = d * ((block.qs[i] & 0xF) - 8);
-      w[i + 16] = d * ((block.qs[i] >> 4) - 8);
-    }
-  } else if constexpr (kType == DType::Q4_K || kType == DType::Q5_K) {
-    using Block = std::conditional_t<kType == DType::Q4_K, BlockQ4_K, BlockQ5_K>;
-    const Block& block = reinterpret_cast<const Block*>(row)[chunk / 8];
-    const int sub = static_cast<int>(chunk % 8);
-    float scale, min;
-    scale_min_k4(sub, block.scales, &scale, &min);
-    const float d = half_bits_to_float(block.d) * scale;
-    const float m = half_bits_to_float(block.dmin) * min;
-    const uint8_t* q = block.qs + 32 * (sub / 2);
-    const int shift = 4 * (sub & 1);
-#pragma unroll
-    for (int l = 0; l < kChunk; ++l) {
-      int level = (q[l] >> shift) & 0xF;
-      if constexpr (kType == DType::Q5_K) level += ((block.qh[l] >> sub) & 1) << 4;
-      w[l] = d * level - m;
-    }
-  } else if constexpr (kType == DType::Q6_K) {
-    const BlockQ6_K& block = reinterpret_cast<const BlockQ6_K*>(row)[chunk / 8];
-    const int half = static_cast<int>(chunk % 8) / 4;  // which 128 elements
-    const int quarter = static_cast<int>(chunk % 4);   // which 32 of them
-    const uint8_t* ql = block.ql + 64 * half + 32 * (quarter & 1);
-    const uint8_t* qh = block.qh + 32 * half;
-    const int8_t* scales = block.scales + 8 * half + 2 * quarter;
-    const int low_shift = 4 * (quarter >> 1), high_shift = 2 * quarter;
-    const float d = half_bits_to_float(block.d);
-#pragma unroll
-    for (int l = 0; l < kChunk; ++l) {
-      const int level = (((ql[l] >> low_shift) & 0xF) | (((qh[l] >> high_shift) & 3) << 4)) - 32;
-      w[l] = d * scales[l / 16] * level;
-    }
-  }
-}
 
 template <DType kType, int kTokens>
 __global__ void matvec_kernel(const uint8_t* weight, int64_t row_bytes, int64_t rows,
