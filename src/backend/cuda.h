@@ -24,7 +24,8 @@ struct DeviceInfo {
 };
 
 // OK when device `index` can run moenav's kernels: the build has CUDA, a driver is loaded and
-// the device has compute capability 8.0 or newer. Otherwise one line saying which is missing.
+// the device is at least the oldest architecture built for (MOENAV_CUDA_ARCHITECTURES, default
+// 90). Otherwise one line saying which is missing.
 Status available(int index = 0);
 Expected<DeviceInfo> device_info(int index = 0);
 

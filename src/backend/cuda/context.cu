@@ -20,9 +20,12 @@ Status available(int index) {
   }
   cudaDeviceProp properties{};
   MOENAV_RETURN_IF_ERROR(cuda_status(cudaGetDeviceProperties(&properties, index), "device query"));
-  if (properties.major < 8) {
-    return Status::errorf("CUDA device {} ({}) has compute capability {}.{}; moenav needs 8.0+",
-                          index, properties.name, properties.major, properties.minor);
+  if (properties.major * 10 + properties.minor < MOENAV_CUDA_OLDEST_ARCH) {
+    return Status::errorf(
+        "CUDA device {} ({}) has compute capability {}.{}; this build's kernels need {}.{} or newer "
+        "(reconfigure with -DMOENAV_CUDA_ARCHITECTURES={}{})", index, properties.name,
+        properties.major, properties.minor, MOENAV_CUDA_OLDEST_ARCH / 10, MOENAV_CUDA_OLDEST_ARCH % 10,
+        properties.major, properties.minor);
   }
   return ok_status();
 }
