@@ -2,10 +2,11 @@
 # The CUDA backend's device checks in one run, for the GPU machine (Ubuntu 24.04, CUDA 13, no
 # network, no cpp-httplib or SQLite): build with CUDA, run the gpu-labelled tests, benchmark the
 # embedded model and (BIG=1) the Mixtral-8x7B-shaped Q4_0 file of issue 7 on the GPU.
-# Results go to $OUT (default out/gpu).
+# Results go to $OUT (default out/gpu). Run there as: run(command="scripts/gpu_check.sh",
+# carry=[".deps/debs", ".deps/tools"]), BIG=1 for the 26 GB model (minutes to write).
 # Prepare on a Debian machine (both folders are git-ignored; pass them with the run's carry):
 #   mkdir -p .deps/debs && (cd .deps/debs && apt-get download libcpp-httplib-dev \
-#     libcpp-httplib0.11 libsqlite3-dev libsqlite3-0)
+#     libcpp-httplib0.11 libsqlite3-dev libsqlite3-0 libssl-dev zlib1g-dev libbrotli-dev)
 #   mkdir -p .deps/tools && cp ../shared/tools/make_synthetic_gguf.py .deps/tools/
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -17,8 +18,10 @@ extra=()
 if compgen -G ".deps/debs/*.deb" > /dev/null; then
   root=$PWD/.deps/root
   for deb in .deps/debs/*.deb; do dpkg -x "$deb" "$root"; done
+  # Only the unpacked .pc files (cpp-httplib's Requires.private: openssl, zlib, brotli), their
+  # paths rebased under the sysroot; the shared libraries they need at run time are Ubuntu's own.
   export PKG_CONFIG_SYSROOT_DIR=$root
-  export PKG_CONFIG_PATH=$root/usr/lib/x86_64-linux-gnu/pkgconfig
+  export PKG_CONFIG_LIBDIR=$root/usr/lib/x86_64-linux-gnu/pkgconfig:$root/usr/share/pkgconfig
   export LD_LIBRARY_PATH=$root/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
   extra+=(-DCMAKE_PREFIX_PATH="$root/usr")
 fi

@@ -12,12 +12,9 @@
 #include "backend/cuda/cuda_internal.h"
 #include "backend/cuda/dequantize_chunk.h"
 #include "backend/cuda_ops.h"
-#include "quant/blocks.h"
 
 namespace moenav::cuda {
 namespace {
-
-using namespace moenav::quant;
 
 constexpr int kWarpsPerBlock = 4;
 constexpr int64_t kSliceBytes = int64_t{64} << 20;  // dequantized weight per GEMM slice
