@@ -26,7 +26,8 @@ class RoutingPolicy;
 struct StageTimes;
 struct DeviceKvCache;
 
-// One sequence: its tokens so far and its KV cache.
+// One sequence: its tokens so far and its KV cache. It must not outlive its Engine (on CUDA the
+// cache is device memory of the engine's context).
 class Session {
  public:
   ~Session();
