@@ -170,11 +170,7 @@ class Uploader {
 }  // namespace
 
 CudaDecoder::CudaDecoder() = default;
-CudaDecoder::~CudaDecoder() {
-  // Device memory goes back to the context before the context goes.
-  buffers_.reset();
-  weights_.reset();
-}
+CudaDecoder::~CudaDecoder() = default;  // members go in reverse: buffers, weights, then the context
 
 int64_t CudaDecoder::peak_bytes() const { return context_->peak_bytes(); }
 
@@ -184,6 +180,11 @@ Expected<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const Model& model,
   if (!missing.empty()) {
     return Status::errorf("device.backend 'cuda': {} ({}) uses what the CUDA backend does not run "
                           "yet: {}; use --backend cpu", model.path, model.config.arch, missing);
+  }
+  if (config.placement.expert_cache.size != "all") {
+    return Status::errorf("expert_cache.size '{}': expert caching on the CUDA backend is not "
+                          "implemented yet (every expert stays on the GPU); use 'all' or --backend cpu",
+                          config.placement.expert_cache.size);
   }
   int64_t budget = 0;
   if (!config.device.gpu_memory.empty()) {

@@ -63,7 +63,7 @@ class CudaDecoder {
              const RoutingObserver& observer);
 
   const Model* model_ = nullptr;
-  std::unique_ptr<cuda::Context> context_;
+  std::unique_ptr<cuda::Context> context_;  // declared first: destroyed after what it allocated
   std::unique_ptr<Weights> weights_;
   std::unique_ptr<Buffers> buffers_;
 };
