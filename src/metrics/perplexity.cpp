@@ -4,6 +4,8 @@
 #include <chrono>
 #include <cmath>
 
+#include "core/thread_pool.h"
+
 namespace moenav {
 
 double negative_log_likelihood(std::span<const float> logits, int32_t target) {
@@ -36,15 +38,22 @@ Expected<PerplexityResult> perplexity(Engine& engine, std::span<const int32_t> t
   const auto start = std::chrono::steady_clock::now();
   auto session = engine.new_session();
   std::vector<float> logits;  // [seq, vocab], reused by every window
+  std::vector<double> row_nll(static_cast<size_t>(seq - 1 - first_scored));
   for (int64_t window = 0; window < windows; ++window) {
     session->reset();
     const auto window_tokens = tokens.subspan(static_cast<size_t>(window * seq), static_cast<size_t>(seq));
     MOENAV_RETURN_IF_ERROR(engine.evaluate(*session, window_tokens, true, logits));
-    for (int64_t j = first_scored; j < seq - 1; ++j) {
-      const std::span<const float> row(logits.data() + j * vocab, static_cast<size_t>(vocab));
-      result.total_nll += negative_log_likelihood(row, window_tokens[static_cast<size_t>(j + 1)]);
-      ++result.scored_tokens;
-    }
+    // Rows in parallel, summed in order afterwards: the total does not depend on the threads.
+    engine.pool().parallel_for(seq - 1 - first_scored, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t j = first_scored + i;
+        const std::span<const float> row(logits.data() + j * vocab, static_cast<size_t>(vocab));
+        row_nll[static_cast<size_t>(i)] =
+            negative_log_likelihood(row, window_tokens[static_cast<size_t>(j + 1)]);
+      }
+    });
+    for (double nll : row_nll) result.total_nll += nll;
+    result.scored_tokens += static_cast<int64_t>(row_nll.size());
     result.windows = window + 1;
     if (progress) progress(window + 1, windows, std::exp(result.total_nll / result.scored_tokens));
   }

@@ -23,7 +23,7 @@ namespace moenav::cpu::detail {
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")
 namespace avx512 {
 struct Vec {
   static constexpr int kLanes = 16;
@@ -51,6 +51,34 @@ struct Vec {
   static float to_float(float w) { return w; }
   static float to_float(Bf16 w) { return quant::bf16_to_fp32(w.bits); }
   static float to_float(F16 w) { return quant::fp16_to_fp32(w.bits); }
+  // The 16 sums of a 4 x 4 tile at once, each by reduce()'s own tree (lane l + lane l+8, then +4,
+  // +2, +1), so every output has reduce()'s bits: the pairs of one tree level are gathered from
+  // several accumulators by shuffles and added in one instruction. output[t * stride + r].
+  static void reduce_4x4(const V (&sums)[4][4], float* output, int64_t stride) {
+    V level1[8], level2[4], level3[2];
+    for (int i = 0; i < 8; ++i) {  // accumulator i = r * 4 + t
+      const V a = sums[(2 * i) / 4][(2 * i) % 4], b = sums[(2 * i + 1) / 4][(2 * i + 1) % 4];
+      level1[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(1, 0, 1, 0)),
+                                _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
+    }
+    for (int i = 0; i < 4; ++i) {
+      const V a = level1[2 * i], b = level1[2 * i + 1];
+      level2[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(2, 0, 2, 0)),
+                                _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
+    }
+    for (int i = 0; i < 2; ++i) {
+      const V a = level2[2 * i], b = level2[2 * i + 1];
+      level3[i] = _mm512_add_ps(_mm512_shuffle_ps(a, b, _MM_SHUFFLE(1, 0, 1, 0)),
+                                _mm512_shuffle_ps(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
+    }
+    // 128-bit chunk t holds rows 0..3 of token t.
+    const V all = _mm512_add_ps(_mm512_shuffle_ps(level3[0], level3[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                _mm512_shuffle_ps(level3[0], level3[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    _mm_storeu_ps(output, _mm512_castps512_ps128(all));
+    _mm_storeu_ps(output + stride, _mm512_extractf32x4_ps(all, 1));
+    _mm_storeu_ps(output + 2 * stride, _mm512_extractf32x4_ps(all, 2));
+    _mm_storeu_ps(output + 3 * stride, _mm512_extractf32x4_ps(all, 3));
+  }
 };
 #include "backend/cpu/matmul_float_tile.inc"
 }  // namespace avx512
