@@ -95,7 +95,7 @@ std::vector<Case> cases() {
     }
     for (DType dtype : block_types) {
       for (auto [rows, cols] :
-           {std::pair<int64_t, int64_t>{1, 32}, {7, 64}, {33, 256}, {129, 1024}}) {
+           {std::pair<int64_t, int64_t>{1, 32}, {7, 96}, {33, 256}, {129, 1024}}) {
         table.push_back({dtype, rows, cols, tokens});
       }
     }

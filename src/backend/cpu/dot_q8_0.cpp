@@ -64,21 +64,33 @@ inline __m256i dot_u8_s8(__m256i u, __m256i s) {
 }
 constexpr int kChains = 1;
 constexpr bool kBiased = false;
+constexpr int kTileRows = 2;
+#define MOENAV_DOT_Q8_0_PAIRED 0
 #include "backend/cpu/dot_q8_0_body.inc"
+#undef MOENAV_DOT_Q8_0_PAIRED
 }  // namespace avx2
 #pragma GCC pop_options
 
+// GCC 12's AVX-512 headers trip -Wuninitialized on their own "undefined" vectors (GCC bug
+// 105593): silenced for the AVX-512 region only, as in matmul_float.cpp.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")
 namespace avx512 {
 inline __m256i dot_u8_s8(__m256i u, __m256i s) {
   return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
 }
 constexpr int kChains = 2;
 constexpr bool kBiased = true;
+constexpr int kTileRows = 4;
+#define MOENAV_DOT_Q8_0_PAIRED 1  // two blocks per 512-bit vector (the tiles use this form)
 #include "backend/cpu/dot_q8_0_body.inc"
+#undef MOENAV_DOT_Q8_0_PAIRED
 }  // namespace avx512
 #pragma GCC pop_options
+#pragma GCC diagnostic pop
 
 #endif
 

@@ -37,7 +37,7 @@ using DotFn = void (*)(const uint8_t* weight_row, const uint8_t* activations,
 // The same for kDotRows consecutive weight rows (weight_row_bytes apart) at once, for families
 // with a register-tiled kernel: output[t * output_stride + r] = dot(weight row r, activation
 // row t). Bit-identical to kDotRows calls of the family's DotFn.
-constexpr int kDotRows = 2;
+constexpr int kDotRows = 4;
 using DotRowsFn = void (*)(const uint8_t* weight, int64_t weight_row_bytes,
                            const uint8_t* activations, int64_t activation_row_bytes,
                            const int32_t* lane_sums, int n_tokens, int64_t n_blocks, float* output,
