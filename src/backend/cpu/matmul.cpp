@@ -20,13 +20,6 @@ constexpr int64_t kRowAlignment = 16;              // f32 outputs per 64-byte ca
 constexpr int64_t kMinBytesPerThread = 64 * 1024;  // weight bytes x tokens worth a wake-up
 constexpr int64_t kGroupBytes = 256 * 1024;        // weight rows kept in L2 while tokens stream
 
-int64_t useful_threads(const TensorView& weight, int64_t n_tokens, int pool_size) {
-  const int64_t work = weight.bytes() * std::max<int64_t>(1, n_tokens);
-  const int64_t by_work = std::max<int64_t>(1, work / kMinBytesPerThread);
-  const int64_t by_rows = (weight.rows() + kRowAlignment - 1) / kRowAlignment;
-  return std::clamp<int64_t>(std::min(by_work, by_rows), 1, pool_size);
-}
-
 void check_weight(const TensorView& weight) {
   MOENAV_CHECK(!weight.empty());
   MOENAV_CHECK(row_size_valid(weight.dtype, weight.cols()));
@@ -73,6 +66,16 @@ void integer_rows(detail::DotFn dot, detail::DotRowsFn dot_rows, const TensorVie
 }
 
 }  // namespace
+
+RowSplit split_rows(const TensorView& weight, int64_t n_tokens, int pool_size) {
+  const int64_t n_rows = weight.rows();
+  const int64_t work = weight.bytes() * std::max<int64_t>(1, n_tokens);
+  const int64_t by_work = std::max<int64_t>(1, work / kMinBytesPerThread);
+  const int64_t by_rows = (n_rows + kRowAlignment - 1) / kRowAlignment;
+  const int64_t threads = std::clamp<int64_t>(std::min(by_work, by_rows), 1, pool_size);
+  const int64_t rows_per_thread = (n_rows + threads - 1) / threads;
+  return {threads, (rows_per_thread + kRowAlignment - 1) / kRowAlignment * kRowAlignment};
+}
 
 DType input_format_for(DType weight_type) {
   return integer_kernel(Isa::Scalar, weight_type) != nullptr
@@ -158,16 +161,14 @@ void matmul(Isa isa, const TensorView& weight, const float* input, int64_t n_tok
   thread_local PreparedInput caller_prepared;
   PreparedInput& prepared = caller_prepared;
   prepare_input(weight.dtype, input, n_tokens, weight.cols(), prepared, &pool);
-  const int64_t threads = useful_threads(weight, n_tokens, pool.size());
-  if (threads == 1) {
+  const RowSplit split = split_rows(weight, n_tokens, pool.size());
+  if (split.threads == 1) {
     matmul_rows(weight, prepared, output, n_rows, 0, n_rows, isa);
     return;
   }
-  const int64_t rows_per_thread = (n_rows + threads - 1) / threads;
-  const int64_t chunk = (rows_per_thread + kRowAlignment - 1) / kRowAlignment * kRowAlignment;
   pool.run([&](int thread, int) {
-    const int64_t begin = std::min(n_rows, thread * chunk);
-    const int64_t end = std::min(n_rows, begin + chunk);
+    const int64_t begin = std::min(n_rows, thread * split.chunk);
+    const int64_t end = std::min(n_rows, begin + split.chunk);
     if (begin < end) matmul_rows(weight, prepared, output, n_rows, begin, end, isa);
   });
 }

@@ -57,6 +57,16 @@ DType input_format_for(DType weight_type);
 void prepare_input(DType weight_type, const float* input, int64_t n_tokens, int64_t cols,
                    PreparedInput& prepared, ThreadPool* pool = nullptr);
 
+// How matmul splits a weight's rows: `threads` threads (only as many as the work of n_tokens
+// tokens pays for) take chunks of `chunk` rows, a multiple of 16 (whole 64-byte output lines);
+// thread i takes rows [i * chunk, min(rows, (i + 1) * chunk)). For callers that run several
+// products in one parallel region.
+struct RowSplit {
+  int64_t threads = 1;
+  int64_t chunk = 0;
+};
+RowSplit split_rows(const TensorView& weight, int64_t n_tokens, int pool_size);
+
 // matmul_rows on a prepared input (input.format must be input_format_for(weight.dtype)).
 void matmul_rows(const TensorView& weight, const PreparedInput& input, float* output,
                  int64_t output_stride, int64_t row_begin, int64_t row_end, Isa isa = best_isa());
