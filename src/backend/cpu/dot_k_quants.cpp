@@ -136,6 +136,10 @@ void dot_k_tokens(const uint8_t* weight_row, const uint8_t* activations,
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
 namespace avx2 {
+// acc + madd(pairs, scale): s16 pairs times s16 scales, summed in adjacent pairs into int32.
+inline __m256i add_scaled_pairs(__m256i acc, __m256i pairs, __m256i scale) {
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, scale));
+}
 #include "backend/cpu/dot_k_quants_body.inc"
 }  // namespace avx2
 #pragma GCC pop_options
@@ -143,6 +147,10 @@ namespace avx2 {
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")
 namespace avx512 {
+// The same in one VNNI instruction (vpdpwssd: exact, no saturation).
+inline __m256i add_scaled_pairs(__m256i acc, __m256i pairs, __m256i scale) {
+  return _mm256_dpwssd_epi32(acc, pairs, scale);
+}
 #include "backend/cpu/dot_k_quants_body.inc"
 }  // namespace avx512
 #pragma GCC pop_options
