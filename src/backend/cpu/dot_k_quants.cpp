@@ -1,7 +1,8 @@
 // Integer dot products of the k-quants (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) with Q8_K activations:
 // AVX-512 and AVX2 builds of one 256-bit body (dot_k_quants_body.inc) and the scalar reference. On
-// Zen4 a 512-bit integer op costs two 256-bit ones, so the AVX-512 build gains only EVEX encodings
-// and 32 registers here (and VNNI's vpdpwssd); see dot_q8_0.cpp for why these are intrinsics rather than Highway.
+// Zen4 a 512-bit integer op costs two 256-bit ones, so the AVX-512 build gains only EVEX
+// encodings, 32 registers and VNNI's vpdpwssd here; see dot_q8_0.cpp for why these are
+// intrinsics rather than Highway.
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
