@@ -34,18 +34,27 @@ fi
 ctest --test-dir build-cuda -L gpu --output-on-failure -j 4 > "$OUT/ctest-gpu.log" 2>&1
 grep -E "tests passed|tests failed|\(Failed\)|\(Timeout\)" "$OUT/ctest-gpu.log"
 
-bench() {  # name, then bench arguments
+bench() {  # name, then bench arguments; one JSON line per run in bench.jsonl, logs in bench.log
   local name=$1; shift
-  ./build-cuda/moenav bench "$@" --json > "$OUT/bench-$name.json" 2> "$OUT/bench-$name.log" ||
-    { echo "gpu_check: bench $name failed"; tail -5 "$OUT/bench-$name.log"; }
+  echo "== $name: $*" >> "$OUT/bench.log"
+  if json=$(./build-cuda/moenav bench "$@" --json 2>> "$OUT/bench.log"); then
+    echo "{\"name\": \"$name\", \"result\": $json}" >> "$OUT/bench.jsonl"
+  else
+    echo "gpu_check: bench $name failed"; tail -5 "$OUT/bench.log"
+  fi
 }
 bench tiny-cuda models/tiny-mixtral --backend cuda --prompt-tokens 512 --gen-tokens 128 --reps 5
 bench tiny-cuda-q8_0 models/tiny-mixtral --backend cuda --weights-type q8_0 --prompt-tokens 512 --gen-tokens 128 --reps 5
+bench tiny-cuda-cached models/tiny-mixtral --backend cuda --cache-size 2 --prompt-tokens 512 --gen-tokens 128 --reps 5
 
 if [ "${BIG:-0}" = 1 ]; then
   big=/tmp/mixtral-8x7b-q4_0.gguf
   [ -f "$big" ] || python3 .deps/tools/make_synthetic_gguf.py --preset mixtral-8x7b --type q4_0 \
       --threads "$jobs" --out "$big" -q
   bench mixtral-cuda "$big" --backend cuda --prompt-tokens 512 --gen-tokens 128 --reps 3
+  for budget in 24GiB 16GiB 8GiB; do
+    bench "mixtral-cuda-$budget" "$big" --backend cuda --gpu-memory "$budget" --cache-size auto \
+        --prompt-tokens 512 --gen-tokens 128 --reps 3
+  done
 fi
 ls -la "$OUT"

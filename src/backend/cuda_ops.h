@@ -23,6 +23,11 @@ struct DeviceWeight {
   int64_t row_bytes() const { return dtype_bytes(dtype, cols); }
 };
 
+// The three projections of one gated FFN (an expert, a shared expert or a dense block).
+struct DeviceFfn {
+  DeviceWeight gate, up, down;
+};
+
 // The weight types matmul multiplies.
 inline bool matmul_supported(DType weight_type) {
   switch (weight_type) {

@@ -6,9 +6,8 @@
 #include "model/model.h"
 
 namespace moenav {
-namespace {
 
-CacheKeySpace key_space(const ModelConfig& c, const EngineConfig& config) {
+CacheKeySpace expert_key_space(const ModelConfig& c, const EngineConfig& config) {
   CacheKeySpace keys;
   keys.n_layers = c.n_layers;
   keys.n_experts = c.n_experts;
@@ -21,7 +20,7 @@ CacheKeySpace key_space(const ModelConfig& c, const EngineConfig& config) {
   return keys;
 }
 
-std::vector<int64_t> key_bytes(const Model& model) {
+std::vector<int64_t> expert_key_bytes(const Model& model) {
   const ModelConfig& c = model.config;
   std::vector<int64_t> bytes(static_cast<size_t>(c.n_layers * c.n_experts), 0);
   for (int64_t l = 0; l < c.n_layers; ++l) {
@@ -33,8 +32,6 @@ std::vector<int64_t> key_bytes(const Model& model) {
   }
   return bytes;
 }
-
-}  // namespace
 
 Expected<CacheSetup> resolve_cache_setup(const Model& model, const EngineConfig& config,
                                          int64_t context, int threads) {
@@ -75,13 +72,13 @@ Expected<CacheSetup> resolve_cache_setup(const Model& model, const EngineConfig&
     return setup;
   }
   CacheSettings& settings = setup.settings;
-  settings.keys = key_space(c, config);
+  settings.keys = expert_key_space(c, config);
   settings.policy = config.placement.expert_cache.policy;
   settings.global_scope = setup.plan.scope == "global";
   settings.slots_per_partition = settings.global_scope ? setup.plan.slots : setup.plan.slots_per_layer;
   settings.miss = miss;
   settings.fast_tier = Tier::Host;
-  settings.key_bytes = key_bytes(model);
+  settings.key_bytes = expert_key_bytes(model);
   if (!config.placement.rules.empty()) {
     MOENAV_ASSIGN_OR_RETURN(settings.placement,
                             resolve_placement(config.placement.rules, c, config.device.backend == "cuda"));

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "core/dtype.h"
 #include "experts/expert_cache.h"
@@ -19,6 +20,7 @@
 namespace moenav {
 
 struct Model;
+struct ModelConfig;
 
 struct CacheSetup {
   MemoryPlan plan;
@@ -31,6 +33,11 @@ struct CacheSetup {
   int64_t max_bytes_in_flight = 0;           // 0 = unbounded
   DType lowbit_type = DType::Q4_0;
 };
+
+// The cache keys of a model (layer * n_experts + expert) and each key's payload: gate + up + down
+// bytes (0 for dense layers). Shared with the CUDA decoder's device expert cache.
+CacheKeySpace expert_key_space(const ModelConfig& c, const EngineConfig& config);
+std::vector<int64_t> expert_key_bytes(const Model& model);
 
 // context: KV positions per sequence; threads: compute threads (workspace size).
 Expected<CacheSetup> resolve_cache_setup(const Model& model, const EngineConfig& config,

@@ -13,10 +13,12 @@
 #include "layers/rope.h"
 #include "model/model.h"
 #include "quant/quant.h"
+#include "runtime/device_expert_cache.h"
 
 namespace moenav {
 
 using cuda::DeviceBuffer;
+using cuda::DeviceFfn;
 using cuda::DeviceWeight;
 
 struct DeviceKvCache {
@@ -63,10 +65,6 @@ namespace {
 
 void destroy(DeviceKvCache* cache) { delete cache; }
 
-struct DeviceFfn {
-  DeviceWeight gate, up, down;
-};
-
 struct DeviceLayer {
   const float* attn_norm = nullptr;
   const float* ffn_norm = nullptr;
@@ -104,6 +102,7 @@ std::string unsupported_features(const Model& model) {
 
 struct CudaDecoder::Weights {
   std::vector<DeviceBuffer> storage;  // owns every uploaded tensor
+  std::unique_ptr<DeviceExpertCache> experts;  // null when every expert is in `layers`
   std::vector<DeviceLayer> layers;
   const float* output_norm = nullptr;
   DeviceWeight output;
@@ -169,10 +168,46 @@ class Uploader {
 
 }  // namespace
 
+namespace {
+
+// What the device expert cache is planned from: the budget, every weight but the experts, and a
+// reserve for activations (a 512-row batch: residual stream, projections, FFN, logits), the KV
+// cache of up to 4096 positions and cuBLAS' workspace.
+DeviceSlotInputs device_slot_inputs(const Model& model, int64_t budget) {
+  const ModelConfig& c = model.config;
+  DeviceSlotInputs in;
+  in.budget_bytes = budget;
+  int64_t expert_bytes = 0;
+  for (const LayerWeights& layer : model.weights.layers)
+    for (const FfnWeights& expert : layer.experts)
+      expert_bytes += expert.gate.bytes() + expert.up.bytes() + expert.down.bytes();
+  in.resident_bytes = model.total_bytes() - expert_bytes;
+  const int64_t ffn = std::max({c.expert_ffn, c.dense_ffn, c.shared_expert_ffn});
+  const int64_t kv = 2 * c.n_layers * c.kv_dim() * std::min<int64_t>(c.context_length, 4096);
+  const int64_t rows = 512 * (10 * c.hidden + 3 * ffn + c.vocab);
+  in.reserve_bytes = (kv + rows) * int64_t{sizeof(float)} + (int64_t{64} << 20);
+  in.slot_bytes = device_slot_bytes(model);
+  for (int64_t l = 0; l < c.n_layers; ++l) in.n_moe_layers += c.is_moe_layer(l) ? 1 : 0;
+  in.n_experts = c.n_experts;
+  return in;
+}
+
+}  // namespace
+
 CudaDecoder::CudaDecoder() = default;
 CudaDecoder::~CudaDecoder() = default;  // members go in reverse: buffers, weights, then the context
 
 int64_t CudaDecoder::peak_bytes() const { return context_->peak_bytes(); }
+
+bool CudaDecoder::caches_experts() const { return weights_->experts != nullptr; }
+
+ExpertCounters CudaDecoder::expert_counters() const {
+  return weights_->experts ? weights_->experts->counters() : ExpertCounters{};
+}
+
+void CudaDecoder::reset_expert_counters() {
+  if (weights_->experts) weights_->experts->reset_counters();
+}
 
 Expected<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const Model& model,
                                                            const EngineConfig& config) {
@@ -180,11 +215,6 @@ Expected<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const Model& model,
   if (!missing.empty()) {
     return Status::errorf("device.backend 'cuda': {} ({}) uses what the CUDA backend does not run "
                           "yet: {}; use --backend cpu", model.path, model.config.arch, missing);
-  }
-  if (config.placement.expert_cache.size != "all") {
-    return Status::errorf("expert_cache.size '{}': expert caching on the CUDA backend is not "
-                          "implemented yet (every expert stays on the GPU); use 'all' or --backend cpu",
-                          config.placement.expert_cache.size);
   }
   int64_t budget = 0;
   if (!config.device.gpu_memory.empty()) {
@@ -196,13 +226,18 @@ Expected<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const Model& model,
   cuda::Context& context = *decoder->context_;
   const ModelConfig& c = model.config;
   const ModelWeights& w = model.weights;
-  decoder->weights_.reset(new Weights{{}, {}, nullptr, {}, nullptr, Rope(c)});
+  decoder->weights_.reset(new Weights{{}, nullptr, {}, nullptr, {}, nullptr, Rope(c)});
   Weights& device = *decoder->weights_;
   Uploader upload(context, device.storage);
+  MOENAV_ASSIGN_OR_RETURN(const DeviceSlotPlan slots,
+                          plan_device_slots(config.placement.expert_cache.size,
+                                            device_slot_inputs(model, context.budget_bytes())));
   auto with_budget_hint = [&](Status status) {
+    if (slots.cached) return status;
     return status.with_context(fmt::format(
-        "device.backend 'cuda' keeps all {} of weights on the GPU (expert offloading to host "
-        "memory is not implemented on CUDA yet)", format_bytes(model.total_bytes())));
+        "device.backend 'cuda' with placement.expert_cache.size '{}' keeps all {} of weights on "
+        "the GPU; --cache-size auto keeps the experts in host memory and caches what fits",
+        config.placement.expert_cache.size, format_bytes(model.total_bytes())));
   };
   auto upload_all = [&]() -> Status {
     for (int64_t l = 0; l < c.n_layers; ++l) {
@@ -220,7 +255,7 @@ Expected<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const Model& model,
       MOENAV_ASSIGN_OR_RETURN(out.o, upload.weight(layer.attn_output, name + " attn_output"));
       if (c.is_moe_layer(l)) {
         MOENAV_ASSIGN_OR_RETURN(out.router, upload.weight(layer.router, name + " router"));
-        for (size_t e = 0; e < layer.experts.size(); ++e) {
+        for (size_t e = 0; e < layer.experts.size() && !slots.cached; ++e) {
           MOENAV_ASSIGN_OR_RETURN(DeviceFfn expert,
                                   upload.ffn(layer.experts[e], fmt::format("{} expert {}", name, e)));
           out.experts.push_back(expert);
@@ -241,6 +276,9 @@ Expected<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const Model& model,
     return ok_status();
   };
   MOENAV_RETURN_IF_ERROR(with_budget_hint(upload_all()));
+  if (slots.cached) {
+    MOENAV_ASSIGN_OR_RETURN(device.experts, DeviceExpertCache::create(context, model, config, slots));
+  }
   decoder->buffers_ = std::make_unique<Buffers>();
   return decoder;
 }
@@ -399,16 +437,43 @@ Status CudaDecoder::moe(int64_t l, int64_t n_rows, const RoutingPolicy& policy,
     MOENAV_RETURN_IF_ERROR(context.upload(b.routes, b.host_routes.data(), assigned * int64_t{sizeof(int32_t)}));
     MOENAV_RETURN_IF_ERROR(context.upload(b.route_weights, b.host_route_weights.data(), assigned * int64_t{sizeof(float)}));
   }
+  DeviceExpertCache* cache = weights_->experts.get();
+  if (cache != nullptr) {
+    std::vector<int32_t> used;
+    std::vector<uint8_t> top1;
+    for (int64_t e = 0; e < c.n_experts; ++e) {
+      if (offsets[static_cast<size_t>(e + 1)] == offsets[static_cast<size_t>(e)]) continue;
+      used.push_back(static_cast<int32_t>(e));
+      bool first_choice = false;
+      for (int64_t t = 0; t < n_rows && k > 0 && !first_choice; ++t) first_choice = routing.expert(t, 0) == e;
+      top1.push_back(first_choice ? 1 : 0);
+    }
+    MOENAV_RETURN_IF_ERROR(cache->begin_layer(l, used, top1));
+  }
   for (int64_t e = 0; e < c.n_experts; ++e) {
     const int64_t first = offsets[static_cast<size_t>(e)], n = offsets[static_cast<size_t>(e + 1)] - first;
     if (n == 0) continue;
+    DeviceFfn weights;
+    if (cache != nullptr) {
+      MOENAV_ASSIGN_OR_RETURN(const DeviceExpertCache::Lease lease, cache->acquire(l, static_cast<int32_t>(e)));
+      if (lease.skipped) {  // dropped by the miss policy, as a skipped selection in Combine
+        cache->release(l, static_cast<int32_t>(e));
+        continue;
+      }
+      weights = lease.weights;
+    } else {
+      weights = layer.experts[static_cast<size_t>(e)];
+    }
     const int32_t* rows = b.routes.as<int32_t>() + first;
     MOENAV_RETURN_IF_ERROR(cuda::gather_rows(context, normed, c.hidden, rows, n, b.gathered.as<float>()));
-    MOENAV_RETURN_IF_ERROR(run_ffn(context, layer.experts[static_cast<size_t>(e)], b.gathered.as<float>(), n,
-                                   b.gate.as<float>(), b.up.as<float>(), b.expert_output.as<float>()));
+    MOENAV_RETURN_IF_ERROR(run_ffn(context, weights, b.gathered.as<float>(), n, b.gate.as<float>(),
+                                   b.up.as<float>(), b.expert_output.as<float>()));
     MOENAV_RETURN_IF_ERROR(cuda::scatter_add_rows(context, b.expert_output.as<float>(), c.hidden, rows,
                                                   b.route_weights.as<float>() + first, n, output));
+    // The slot may be reused by a later copy: copies are queued on this stream, after the kernels.
+    if (cache != nullptr) cache->release(l, static_cast<int32_t>(e));
   }
+  if (cache != nullptr) cache->end_layer(l);
   if (c.n_shared_experts > 0) {
     MOENAV_RETURN_IF_ERROR(run_ffn(context, layer.shared, normed, n_rows, b.gate.as<float>(), b.up.as<float>(),
                                    b.expert_output.as<float>()));

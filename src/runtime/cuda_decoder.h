@@ -4,8 +4,8 @@
 // route identically and the routing observer sees every layer.
 //
 // Not yet here (refused with a message at creation): multi-head latent attention, projection and
-// expert biases, the clamped SwiGLU of gpt-oss, gated shared experts, and offloading experts to
-// host memory (the GPU tier of the ExpertStore): a model must fit device.gpu_memory whole.
+// expert biases, the clamped SwiGLU of gpt-oss, gated shared experts. Experts that do not fit
+// device.gpu_memory stay in host memory behind a device expert cache (device_expert_cache.h).
 #pragma once
 
 #include <cstdint>
@@ -15,6 +15,7 @@
 
 #include "layers/moe/moe_layer.h"
 #include "moenav/engine_config.h"
+#include "moenav/expert_counters.h"
 #include "moenav/status.h"
 
 namespace moenav {
@@ -51,6 +52,11 @@ class CudaDecoder {
                  const RoutingPolicy& policy, const RoutingObserver& observer);
 
   int64_t peak_bytes() const;
+  // Whether experts live in host memory behind a device expert cache (placement.expert_cache.size
+  // other than "all" where the budget does not hold them all), and its counters.
+  bool caches_experts() const;
+  ExpertCounters expert_counters() const;
+  void reset_expert_counters();
 
   struct Weights;
   struct Buffers;

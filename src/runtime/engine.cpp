@@ -85,10 +85,16 @@ Expected<std::unique_ptr<Engine>> Engine::create(const std::string& model_path,
   MOENAV_ASSIGN_OR_RETURN(RoutingPolicy policy, RoutingPolicy::create(config.routing, model,
                                                                       &engine->model_->weights,
                                                                       engine->pool_.get()));
-  // On CUDA every expert lives on the device; the host store only answers expert_store() and
-  // counters there, planned as on the CPU.
+  // On CUDA the decoder keeps its own device expert cache; the host store (all resident, over
+  // the model's weights) only answers expert_store() there.
   EngineConfig store_config = config;
-  store_config.device.backend = "cpu";
+  if (config.device.backend == "cuda") {
+    store_config.device.backend = "cpu";
+    store_config.placement.expert_cache.size = "all";
+    store_config.placement.rules.clear();
+    store_config.placement.expert_cache.warm_start.clear();
+    store_config.prefetch.policy = "none";
+  }
   MOENAV_ASSIGN_OR_RETURN(std::unique_ptr<ExpertStore> store,
                           create_expert_store(*engine->model_, store_config, engine->context_,
                                               engine->pool_->size()));
@@ -119,8 +125,15 @@ std::unique_ptr<Session> Engine::new_session() const {
   return std::unique_ptr<Session>(new Session(std::move(cache)));
 }
 
-ExpertCounters Engine::expert_counters() const { return state_->store->counters(); }
-void Engine::reset_expert_counters() { state_->store->reset_counters(); }
+ExpertCounters Engine::expert_counters() const {
+  if (state_->cuda && state_->cuda->caches_experts()) return state_->cuda->expert_counters();
+  return state_->store->counters();
+}
+
+void Engine::reset_expert_counters() {
+  if (state_->cuda) state_->cuda->reset_expert_counters();
+  state_->store->reset_counters();
+}
 ExpertStore& Engine::expert_store() { return *state_->store; }
 int64_t Engine::gpu_peak_bytes() const { return state_->cuda ? state_->cuda->peak_bytes() : -1; }
 

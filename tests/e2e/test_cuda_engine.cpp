@@ -125,7 +125,50 @@ TEST_F(CudaEngineTest, BudgetBelowTheWeightsIsRefusedWithAMessage) {
   auto engine = Engine::create(tiny_mixtral(), config);
   ASSERT_FALSE(engine.ok());
   EXPECT_NE(engine.error().find("budget"), std::string::npos) << engine.error();
-  EXPECT_NE(engine.error().find("not implemented on CUDA yet"), std::string::npos) << engine.error();
+  EXPECT_NE(engine.error().find("--cache-size auto"), std::string::npos) << engine.error();
+}
+
+// Experts in host memory behind device slots: the same kernels on the same bytes, so logits equal
+// the all-resident run's and greedy output is identical, for each policy and scope.
+TEST_F(CudaEngineTest, CachedExpertsMatchAllResident) {
+  auto resident = open_engine(tiny_mixtral(), cuda_config());
+  ASSERT_TRUE(resident);
+  const std::vector<int32_t> prompt = some_tokens(40, resident->vocab_size());
+  auto resident_session = resident->new_session();
+  auto expected = resident->evaluate(*resident_session, prompt, true);
+  ASSERT_TRUE(expected.ok()) << expected.error();
+  const std::vector<int32_t> expected_greedy = greedy(*resident, prompt, 24);
+  for (const auto& [policy, scope] : {std::pair<const char*, const char*>{"lru", "layer"}, {"lfu", "global"}}) {
+    SCOPED_TRACE(std::string(policy) + " " + scope);
+    EngineConfig config = cuda_config();
+    config.placement.expert_cache.size = "2";
+    config.placement.expert_cache.policy = policy;
+    config.placement.expert_cache.scope = scope;
+    auto cached = open_engine(tiny_mixtral(), config);
+    ASSERT_TRUE(cached);
+    auto session = cached->new_session();
+    auto logits = cached->evaluate(*session, prompt, true);
+    ASSERT_TRUE(logits.ok()) << logits.error();
+    EXPECT_LE(max_difference(*logits, *expected), 1e-6);
+    EXPECT_EQ(greedy(*cached, prompt, 24), expected_greedy);
+    const ExpertCounters counters = cached->expert_counters();
+    EXPECT_GT(counters.tier(Tier::Device).misses, 0);
+    EXPECT_GT(counters.host_to_device_bytes, 0);
+    EXPECT_LT(cached->gpu_peak_bytes(), resident->gpu_peak_bytes());
+  }
+}
+
+// 95 MiB: about 6 MiB of other weights and an 84 MiB reserve leave 2 slots per layer.
+TEST_F(CudaEngineTest, CacheSizeAutoFitsTheBudget) {
+  EngineConfig config = cuda_config();
+  config.device.gpu_memory = "95MiB";
+  config.placement.expert_cache.size = "auto";
+  auto engine = open_engine(tiny_mixtral(), config);
+  ASSERT_TRUE(engine);
+  const std::vector<int32_t> prompt = some_tokens(16, engine->vocab_size());
+  EXPECT_EQ(greedy(*engine, prompt, 8).size(), 8u);
+  EXPECT_GT(engine->expert_counters().tier(Tier::Device).misses, 0);
+  EXPECT_LE(engine->gpu_peak_bytes(), int64_t{95} << 20);
 }
 
 }  // namespace

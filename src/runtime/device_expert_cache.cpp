@@ -1,0 +1,203 @@
+#include "runtime/device_expert_cache.h"
+
+#include <algorithm>
+#include <optional>
+#include <string>
+
+#include <fmt/format.h>
+
+#include "core/byte_size.h"
+#include "experts/placement_rules.h"
+#include "experts/routing_stats.h"
+#include "experts/store_factory.h"
+#include "model/model.h"
+
+namespace moenav {
+namespace {
+
+constexpr int64_t kAlignment = 256;  // device start of each projection
+
+int64_t aligned(int64_t bytes) { return (bytes + kAlignment - 1) / kAlignment * kAlignment; }
+
+bool is_count(std::string_view text) {
+  return !text.empty() && std::all_of(text.begin(), text.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
+}
+
+}  // namespace
+
+Expected<DeviceSlotPlan> plan_device_slots(std::string_view cache_size,
+                                           const DeviceSlotInputs& in) {
+  DeviceSlotPlan plan;
+  plan.slot_bytes = in.slot_bytes;
+  plan.slots_per_layer = in.n_experts;
+  if (cache_size == "all" || in.n_moe_layers == 0 || in.slot_bytes <= 0) return plan;
+  const int64_t layer_slot_bytes = in.slot_bytes * in.n_moe_layers;
+  int64_t per_layer = 0;
+  std::string source;
+  if (cache_size == "auto") {
+    if (in.budget_bytes <= 0) return plan;  // no budget: everything goes on the device
+    // One slot's worth more is the staging slot.
+    const int64_t available = in.budget_bytes - in.resident_bytes - in.reserve_bytes - in.slot_bytes;
+    per_layer = std::max<int64_t>(0, available) / layer_slot_bytes;
+    source = fmt::format("the GPU budget {} less {} of other weights and {} for activations and "
+                         "the KV cache", format_bytes(in.budget_bytes), format_bytes(in.resident_bytes),
+                         format_bytes(in.reserve_bytes));
+  } else if (is_count(cache_size)) {
+    per_layer = std::stoll(std::string(cache_size));
+    source = fmt::format("{} slots per MoE layer", per_layer);
+  } else {
+    auto bytes = parse_byte_size(cache_size);
+    if (!bytes.ok()) {
+      return Status::errorf("placement.expert_cache.size '{}' is not all, auto, a slot count or a "
+                            "byte size: {}", cache_size, bytes.status().message());
+    }
+    per_layer = *bytes / layer_slot_bytes;
+    source = format_bytes(*bytes);
+  }
+  if (per_layer >= in.n_experts) return plan;
+  if (per_layer < 1) {
+    return Status::errorf("placement.expert_cache.size '{}': {} leaves less than one device slot "
+                          "({} per expert) for each of the {} MoE layers; raise --gpu-memory or "
+                          "the cache size", cache_size, source, format_bytes(in.slot_bytes), in.n_moe_layers);
+  }
+  plan.cached = true;
+  plan.slots_per_layer = per_layer;
+  return plan;
+}
+
+int64_t device_slot_bytes(const Model& model) {
+  int64_t largest = 0;
+  for (const LayerWeights& layer : model.weights.layers) {
+    for (const FfnWeights& expert : layer.experts) {
+      largest = std::max(largest, aligned(expert.gate.bytes()) + aligned(expert.up.bytes()) +
+                                      aligned(expert.down.bytes()));
+    }
+  }
+  return largest;
+}
+
+Expected<std::unique_ptr<DeviceExpertCache>> DeviceExpertCache::create(cuda::Context& context,
+                                                                       const Model& model,
+                                                                       const EngineConfig& config,
+                                                                       const DeviceSlotPlan& plan) {
+  const ModelConfig& c = model.config;
+  MOENAV_ASSIGN_OR_RETURN(const MissPolicy miss, parse_miss_policy(config.miss.policy));
+  if (miss != MissPolicy::Fetch && miss != MissPolicy::Skip) {
+    return Status::errorf("miss.policy '{}' is not implemented on the CUDA backend yet (fetch and "
+                          "skip are); use --backend cpu", config.miss.policy);
+  }
+  if (config.prefetch.policy != "none") {
+    return Status::errorf("prefetch.policy '{}' is not implemented on the CUDA backend yet; use "
+                          "none or --backend cpu", config.prefetch.policy);
+  }
+  const std::string& scope = config.placement.expert_cache.scope;
+  if (scope != "layer" && scope != "global") {
+    return Status::errorf("placement.expert_cache.scope '{}' is not one of: layer, global", scope);
+  }
+  std::unique_ptr<DeviceExpertCache> cache(new DeviceExpertCache(context, model));
+  CacheSettings settings;
+  settings.keys = expert_key_space(c, config);
+  settings.policy = config.placement.expert_cache.policy;
+  settings.global_scope = scope == "global";
+  settings.slots_per_partition =
+      settings.global_scope ? plan.slots_per_layer * settings.keys.n_moe_layers : plan.slots_per_layer;
+  settings.miss = miss;
+  settings.fast_tier = Tier::Device;
+  settings.key_bytes = expert_key_bytes(model);
+  if (!config.placement.rules.empty()) {
+    MOENAV_ASSIGN_OR_RETURN(settings.placement, resolve_placement(config.placement.rules, c, true));
+  }
+  if (!config.placement.expert_cache.warm_start.empty()) {
+    MOENAV_ASSIGN_OR_RETURN(RoutingStats stats,
+                            load_routing_stats(config.placement.expert_cache.warm_start, c));
+    cache->stats_ = std::make_unique<RoutingStats>(std::move(stats));
+    settings.warm_start = true;
+  }
+  settings.stats = cache->stats_.get();
+  MOENAV_ASSIGN_OR_RETURN(cache->cache_, ExpertCache::create(std::move(settings)));
+  cache->slot_bytes_ = plan.slot_bytes;
+  const int64_t slots = cache->cache_->slot_count();
+  MOENAV_ASSIGN_OR_RETURN(cache->slots_, context.allocate(slots * plan.slot_bytes,
+                                                          fmt::format("{} expert slots", slots)));
+  MOENAV_ASSIGN_OR_RETURN(cache->staging_, context.allocate(plan.slot_bytes, "the expert staging slot"));
+  cache->slot_weights_.resize(static_cast<size_t>(slots));
+  for (const SlotLoad& load : cache->cache_->take_initial_loads()) {
+    MOENAV_RETURN_IF_ERROR(cache->load(load));
+  }
+  return cache;
+}
+
+Expected<cuda::DeviceFfn> DeviceExpertCache::copy_in(int32_t key, const cuda::DeviceBuffer& buffer,
+                                                     int64_t offset) {
+  const int64_t n_experts = model_.config.n_experts;
+  const FfnWeights& expert = model_.weights.layers[static_cast<size_t>(key / n_experts)]
+                                 .experts[static_cast<size_t>(key % n_experts)];
+  cuda::DeviceFfn weights;
+  auto place = [&](const TensorView& tensor, cuda::DeviceWeight& out) -> Status {
+    MOENAV_RETURN_IF_ERROR(context_.upload(buffer, tensor.data, tensor.bytes(), offset));
+    out = {tensor.dtype, tensor.rows(), tensor.cols(), static_cast<uint8_t*>(buffer.data()) + offset};
+    offset += aligned(tensor.bytes());
+    host_to_device_bytes_ += tensor.bytes();
+    return ok_status();
+  };
+  MOENAV_RETURN_IF_ERROR(place(expert.gate, weights.gate));
+  MOENAV_RETURN_IF_ERROR(place(expert.up, weights.up));
+  MOENAV_RETURN_IF_ERROR(place(expert.down, weights.down));
+  return weights;
+}
+
+Status DeviceExpertCache::load(const SlotLoad& load) {
+  MOENAV_ASSIGN_OR_RETURN(slot_weights_[static_cast<size_t>(load.slot)],
+                          copy_in(load.key, slots_, load.slot * slot_bytes_));
+  return ok_status();
+}
+
+Status DeviceExpertCache::begin_layer(int64_t layer, std::span<const int32_t> experts,
+                                      std::span<const uint8_t> top1) {
+  loads_.clear();
+  cache_->begin_layer(layer, experts, top1, loads_);
+  for (const SlotLoad& load : loads_) MOENAV_RETURN_IF_ERROR(this->load(load));
+  return ok_status();
+}
+
+Expected<DeviceExpertCache::Lease> DeviceExpertCache::acquire(int64_t layer, int32_t expert) {
+  std::optional<SlotLoad> load;
+  const ExpertDecision decision = cache_->acquire(layer, expert, load);
+  if (load) MOENAV_RETURN_IF_ERROR(this->load(*load));
+  Lease lease;
+  switch (decision.source) {
+    case ExpertSource::Slot:
+      lease.weights = slot_weights_[static_cast<size_t>(decision.slot)];
+      return lease;
+    case ExpertSource::Staging: {
+      const auto key = static_cast<int32_t>(layer * model_.config.n_experts + expert);
+      MOENAV_ASSIGN_OR_RETURN(lease.weights, copy_in(key, staging_, 0));
+      return lease;
+    }
+    case ExpertSource::Skip:
+      lease.skipped = true;
+      return lease;
+    case ExpertSource::Cpu:
+    case ExpertSource::LowBit:
+      break;
+  }
+  return Status::errorf("layer {} expert {}: the CUDA expert cache cannot serve a {} miss",
+                        layer, expert, decision.source == ExpertSource::Cpu ? "cpu" : "lowbit");
+}
+
+void DeviceExpertCache::release(int64_t layer, int32_t expert) { cache_->release(layer, expert); }
+
+void DeviceExpertCache::end_layer(int64_t layer) { cache_->end_layer(layer); }
+
+ExpertCounters DeviceExpertCache::counters() const {
+  ExpertCounters counters = cache_->counters();
+  counters.host_to_device_bytes = host_to_device_bytes_;
+  return counters;
+}
+
+void DeviceExpertCache::reset_counters() {
+  cache_->reset_counters();
+  host_to_device_bytes_ = 0;
+}
+
+}  // namespace moenav

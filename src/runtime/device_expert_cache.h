@@ -1,0 +1,97 @@
+// The GPU tier of the expert store for the CUDA decoder. Experts stay in host memory (the model's
+// weights) and are copied on demand into a pool of device slots; ExpertCache decides which key
+// holds which slot, so every replacement policy (lru, lfu, lfru, priority, static), placement
+// rules, the layer or global scope and warm start work as on the CPU tiers. A miss is fetched
+// over PCIe into a slot (miss.policy fetch), or into a staging slot when the policy does not
+// cache it (static placement), or dropped (skip). Copies are queued on the compute stream, so a
+// slot is never overwritten while a queued kernel still reads it.
+//
+// Not yet here: copies overlapping compute on a second stream from pinned host memory,
+// prefetching, and the cpu / lowbit / auto miss policies (refused at creation).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "backend/cuda.h"
+#include "backend/cuda_ops.h"
+#include "experts/expert_cache.h"
+#include "experts/routing_stats.h"
+#include "moenav/engine_config.h"
+#include "moenav/expert_counters.h"
+#include "moenav/status.h"
+
+namespace moenav {
+
+struct Model;
+
+// How many device slots the experts get. cache_size is placement.expert_cache.size: "all" (no
+// cache), "auto" (what the budget leaves after the resident weights and a reserve for
+// activations and the KV cache), a slot count per MoE layer, or a byte size. cached is false
+// when every expert fits anyway.
+struct DeviceSlotPlan {
+  bool cached = false;
+  int64_t slots_per_layer = 0;
+  int64_t slot_bytes = 0;  // one expert's gate, up and down, each 256-byte aligned
+};
+struct DeviceSlotInputs {
+  int64_t budget_bytes = 0;    // the device budget (0: unknown, then "auto" keeps all)
+  int64_t resident_bytes = 0;  // everything but the experts
+  int64_t reserve_bytes = 0;   // activations and KV cache
+  int64_t slot_bytes = 0;
+  int64_t n_moe_layers = 0;
+  int64_t n_experts = 0;
+};
+Expected<DeviceSlotPlan> plan_device_slots(std::string_view cache_size,
+                                           const DeviceSlotInputs& inputs);
+
+// The device bytes one expert slot takes: the largest expert's projections, 256-byte aligned.
+int64_t device_slot_bytes(const Model& model);
+
+class DeviceExpertCache {
+ public:
+  static Expected<std::unique_ptr<DeviceExpertCache>> create(cuda::Context& context,
+                                                             const Model& model,
+                                                             const EngineConfig& config,
+                                                             const DeviceSlotPlan& plan);
+
+  // The experts the current step of `layer` uses (each once); top1[i] = 1 when experts[i] is
+  // some token's first choice (skip never drops those).
+  Status begin_layer(int64_t layer, std::span<const int32_t> experts,
+                     std::span<const uint8_t> top1);
+  // Device weights for `expert` this step, copied in if it missed; `skipped` when the miss
+  // policy dropped it.
+  struct Lease {
+    cuda::DeviceFfn weights;
+    bool skipped = false;
+  };
+  Expected<Lease> acquire(int64_t layer, int32_t expert);
+  void release(int64_t layer, int32_t expert);
+  void end_layer(int64_t layer);
+
+  ExpertCounters counters() const;
+  void reset_counters();
+  int64_t slot_count() const { return cache_->slot_count(); }
+
+ private:
+  DeviceExpertCache(cuda::Context& context, const Model& model) : context_(context), model_(model) {}
+  // Copies the expert of `key` into `buffer` from `offset` on; returns its weights there.
+  Expected<cuda::DeviceFfn> copy_in(int32_t key, const cuda::DeviceBuffer& buffer, int64_t offset);
+  Status load(const SlotLoad& load);  // into its slot
+
+  cuda::Context& context_;
+  const Model& model_;
+  std::unique_ptr<RoutingStats> stats_;  // warm start (the cache keeps a pointer)
+  std::unique_ptr<ExpertCache> cache_;
+  cuda::DeviceBuffer slots_;    // [slot_count, slot_bytes]
+  cuda::DeviceBuffer staging_;  // one slot for misses the policy does not cache
+  int64_t slot_bytes_ = 0;
+  std::vector<cuda::DeviceFfn> slot_weights_;  // [slot_count]: what each slot holds
+  std::vector<SlotLoad> loads_;
+  int64_t host_to_device_bytes_ = 0;
+};
+
+}  // namespace moenav

@@ -1,0 +1,69 @@
+// plan_device_slots: how many device expert slots each placement.expert_cache.size gives (the
+// CUDA decoder's expert cache; host-side arithmetic, so it runs without a GPU).
+#include <gtest/gtest.h>
+
+#include "runtime/device_expert_cache.h"
+
+namespace moenav {
+namespace {
+
+constexpr int64_t kMiB = int64_t{1} << 20;
+
+DeviceSlotInputs inputs() {
+  DeviceSlotInputs in;
+  in.budget_bytes = 100 * kMiB;
+  in.resident_bytes = 10 * kMiB;
+  in.reserve_bytes = 20 * kMiB;
+  in.slot_bytes = 1 * kMiB;
+  in.n_moe_layers = 10;
+  in.n_experts = 8;
+  return in;
+}
+
+TEST(DeviceSlots, AllKeepsEveryExpertOnTheDevice) {
+  auto plan = plan_device_slots("all", inputs());
+  ASSERT_TRUE(plan.ok());
+  EXPECT_FALSE(plan->cached);
+}
+
+TEST(DeviceSlots, AutoTakesWhatTheBudgetLeaves) {
+  // 100 - 10 - 20 - 1 (staging) = 69 MiB over 10 layers of 1 MiB slots: 6 per layer.
+  auto plan = plan_device_slots("auto", inputs());
+  ASSERT_TRUE(plan.ok()) << plan.error();
+  EXPECT_TRUE(plan->cached);
+  EXPECT_EQ(plan->slots_per_layer, 6);
+  EXPECT_EQ(plan->slot_bytes, kMiB);
+  DeviceSlotInputs roomy = inputs();
+  roomy.budget_bytes = 200 * kMiB;  // 169 MiB: all 8 experts of every layer fit
+  EXPECT_FALSE(plan_device_slots("auto", roomy)->cached);
+  DeviceSlotInputs unknown = inputs();
+  unknown.budget_bytes = 0;  // no budget given: nothing to fit
+  EXPECT_FALSE(plan_device_slots("auto", unknown)->cached);
+}
+
+TEST(DeviceSlots, CountsAndByteSizes) {
+  auto count = plan_device_slots("3", inputs());
+  ASSERT_TRUE(count.ok());
+  EXPECT_TRUE(count->cached);
+  EXPECT_EQ(count->slots_per_layer, 3);
+  EXPECT_FALSE(plan_device_slots("8", inputs())->cached);  // every expert: no cache
+  auto bytes = plan_device_slots("40MiB", inputs());
+  ASSERT_TRUE(bytes.ok());
+  EXPECT_EQ(bytes->slots_per_layer, 4);
+}
+
+TEST(DeviceSlots, TooSmallOrMalformedSaysWhat) {
+  DeviceSlotInputs tight = inputs();
+  tight.budget_bytes = 35 * kMiB;  // 4 MiB left: under one slot per layer
+  auto plan = plan_device_slots("auto", tight);
+  ASSERT_FALSE(plan.ok());
+  EXPECT_NE(plan.error().find("less than one device slot"), std::string::npos) << plan.error();
+  EXPECT_NE(plan.error().find("--gpu-memory"), std::string::npos) << plan.error();
+  EXPECT_FALSE(plan_device_slots("0", inputs()).ok());
+  auto garbage = plan_device_slots("lots", inputs());
+  ASSERT_FALSE(garbage.ok());
+  EXPECT_NE(garbage.error().find("'lots'"), std::string::npos) << garbage.error();
+}
+
+}  // namespace
+}  // namespace moenav
