@@ -58,11 +58,16 @@ Choice cache_choice(int64_t slots, int64_t experts, const std::string& policy) {
                 {{"placement.expert_cache.size", std::to_string(slots)}, {"placement.expert_cache.policy", policy}});
 }
 
-// Expert cache sizes as slots per layer (fractions of the experts) under LRU (and LFU).
-Dimension cache_dimension(const ModelConfig& model, SpacePreset preset) {
+// Expert cache sizes as slots per layer (fractions of the experts) under LRU (and LFU); with a
+// GPU budget also "auto", the device expert cache that fills what the budget leaves.
+Dimension cache_dimension(const ModelConfig& model, SpacePreset preset, bool fit_budget) {
   const int64_t experts = model.n_experts;
   auto slots = [&](int quarters) { return std::max<int64_t>(1, experts * quarters / 4); };
   Dimension dimension{"expert cache", {choice("all resident", {{"placement.expert_cache.size", "all"}})}};
+  if (fit_budget) {
+    dimension.choices.push_back(choice("cache fits the GPU budget", {{"placement.expert_cache.size", "auto"},
+                                                                     {"placement.expert_cache.policy", "lru"}}));
+  }
   std::vector<int> quarters = {2};
   if (preset == SpacePreset::Default) quarters = {3, 2, 1};
   if (preset == SpacePreset::Wide) quarters = {2, 1};
@@ -169,9 +174,13 @@ Expected<ConfigSpace> default_space(const std::string& model_path, const Engine&
   if (model.n_experts > 1) {
     space.dimensions.push_back(experts_dimension(model, preset));
     if (preset != SpacePreset::Small) space.dimensions.push_back(skip_dimension());
-    if (Status cache = probe_expert_cache(model_path, base); cache.ok()) {
+    if (base.device.backend == "cuda") {
+      // The device expert cache: sizes and policies (its misses are fetched; no prefetch yet).
+      has_cache = false;  // grow_wide's prefetch step does not apply
+      space.dimensions.push_back(cache_dimension(model, preset, !base.device.gpu_memory.empty()));
+    } else if (Status cache = probe_expert_cache(model_path, base); cache.ok()) {
       has_cache = true;
-      space.dimensions.push_back(cache_dimension(model, preset));
+      space.dimensions.push_back(cache_dimension(model, preset, false));
       if (preset == SpacePreset::Default) {
         space.dimensions.push_back(prefetch_dimension());
         space.dimensions.push_back(miss_dimension());
