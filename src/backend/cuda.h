@@ -86,6 +86,13 @@ class Context {
   // host memory may be reused.
   Status upload(const DeviceBuffer& to, const void* from, int64_t bytes, int64_t offset = 0);
   Status download(void* to, const DeviceBuffer& from, int64_t bytes, int64_t offset = 0);
+  // Page-locks host memory that stays unchanged while the context lives (the model's expert
+  // weights), so that upload_pinned can copy from it at full PCIe speed without waiting. Fails
+  // (and nothing is pinned) where the driver refuses, e.g. for some file mappings.
+  Status pin_host(const void* data, int64_t bytes);
+  // An upload from memory pinned by pin_host, queued on the compute stream: ordered after the
+  // kernels queued before it and before those queued after, without blocking the host.
+  Status upload_pinned(const DeviceBuffer& to, const void* from, int64_t bytes, int64_t offset = 0);
   // Device-to-device copy and zero fill of raw device pointers, queued on the compute stream.
   Status copy(void* to, const void* from, int64_t bytes);
   Status zero(void* data, int64_t bytes);

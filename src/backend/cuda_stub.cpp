@@ -38,6 +38,8 @@ int64_t Context::allocated_bytes() const { return 0; }
 int64_t Context::peak_bytes() const { return 0; }
 Status Context::upload(const DeviceBuffer&, const void*, int64_t, int64_t) { return not_built(); }
 Status Context::download(void*, const DeviceBuffer&, int64_t, int64_t) { return not_built(); }
+Status Context::pin_host(const void*, int64_t) { return not_built(); }
+Status Context::upload_pinned(const DeviceBuffer&, const void*, int64_t, int64_t) { return not_built(); }
 Status Context::copy(void*, const void*, int64_t) { return not_built(); }
 Status Context::zero(void*, int64_t) { return not_built(); }
 Status Context::synchronize() { return not_built(); }

@@ -498,7 +498,7 @@ Status CudaDecoder::forward(std::span<const Segment> segments, std::span<const i
   for (const Segment& segment : segments) {
     if (!*segment.cache) {
       *segment.cache = DeviceKvCachePtr(
-          new DeviceKvCache{&context, c.n_layers, c.kv_dim(), segment.context}, &destroy);
+          new DeviceKvCache{&context, c.n_layers, c.kv_dim(), segment.context, 0, {}, {}}, &destroy);
     }
     MOENAV_RETURN_IF_ERROR((*segment.cache)->reserve(segment.first_position + segment.n_tokens));
     for (int64_t i = 0; i < segment.n_tokens; ++i)

@@ -1,6 +1,10 @@
 #include "runtime/device_expert_cache.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdint>
+#include <utility>
 #include <optional>
 #include <string>
 
@@ -121,10 +125,40 @@ Expected<std::unique_ptr<DeviceExpertCache>> DeviceExpertCache::create(cuda::Con
                                                           fmt::format("{} expert slots", slots)));
   MOENAV_ASSIGN_OR_RETURN(cache->staging_, context.allocate(plan.slot_bytes, "the expert staging slot"));
   cache->slot_weights_.resize(static_cast<size_t>(slots));
+  cache->pinned_ = cache->pin_experts().ok();  // else every miss is a synchronous copy
   for (const SlotLoad& load : cache->cache_->take_initial_loads()) {
     MOENAV_RETURN_IF_ERROR(cache->load(load));
   }
   return cache;
+}
+
+Status DeviceExpertCache::pin_experts() {
+  // Whole pages, merged where tensors share or touch them (a page may be registered only once).
+  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  std::vector<std::pair<uintptr_t, uintptr_t>> ranges;
+  for (const LayerWeights& layer : model_.weights.layers) {
+    for (const FfnWeights& expert : layer.experts) {
+      for (const TensorView* tensor : {&expert.gate, &expert.up, &expert.down}) {
+        const auto begin = reinterpret_cast<uintptr_t>(tensor->data);
+        const auto end = begin + static_cast<uintptr_t>(tensor->bytes());
+        ranges.emplace_back(begin / page * page, (end + page - 1) / page * page);
+      }
+    }
+  }
+  std::sort(ranges.begin(), ranges.end());
+  std::vector<std::pair<uintptr_t, uintptr_t>> merged;
+  for (const auto& range : ranges) {
+    if (!merged.empty() && range.first <= merged.back().second) {
+      merged.back().second = std::max(merged.back().second, range.second);
+    } else {
+      merged.push_back(range);
+    }
+  }
+  for (const auto& [begin, end] : merged) {
+    MOENAV_RETURN_IF_ERROR(context_.pin_host(reinterpret_cast<const void*>(begin),
+                                             static_cast<int64_t>(end - begin)));
+  }
+  return ok_status();
 }
 
 Expected<cuda::DeviceFfn> DeviceExpertCache::copy_in(int32_t key, const cuda::DeviceBuffer& buffer,
@@ -134,7 +168,8 @@ Expected<cuda::DeviceFfn> DeviceExpertCache::copy_in(int32_t key, const cuda::De
                                  .experts[static_cast<size_t>(key % n_experts)];
   cuda::DeviceFfn weights;
   auto place = [&](const TensorView& tensor, cuda::DeviceWeight& out) -> Status {
-    MOENAV_RETURN_IF_ERROR(context_.upload(buffer, tensor.data, tensor.bytes(), offset));
+    MOENAV_RETURN_IF_ERROR(pinned_ ? context_.upload_pinned(buffer, tensor.data, tensor.bytes(), offset)
+                                   : context_.upload(buffer, tensor.data, tensor.bytes(), offset));
     out = {tensor.dtype, tensor.rows(), tensor.cols(), static_cast<uint8_t*>(buffer.data()) + offset};
     offset += aligned(tensor.bytes());
     host_to_device_bytes_ += tensor.bytes();

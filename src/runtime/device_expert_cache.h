@@ -3,11 +3,13 @@
 // holds which slot, so every replacement policy (lru, lfu, lfru, priority, static), placement
 // rules, the layer or global scope and warm start work as on the CPU tiers. A miss is fetched
 // over PCIe into a slot (miss.policy fetch), or into a staging slot when the policy does not
-// cache it (static placement), or dropped (skip). Copies are queued on the compute stream, so a
-// slot is never overwritten while a queued kernel still reads it.
+// cache it (static placement), or dropped (skip). The host copies are page-locked once
+// (cudaHostRegister) so copies run at full PCIe speed without blocking the host; where the driver
+// refuses, each copy waits. Copies are queued on the compute stream, so a slot is never
+// overwritten while a queued kernel still reads it.
 //
-// Not yet here: copies overlapping compute on a second stream from pinned host memory,
-// prefetching, and the cpu / lowbit / auto miss policies (refused at creation).
+// Not yet here: copies on a second stream overlapping compute, prefetching, and the cpu and
+// lowbit miss policies (refused at creation; auto means fetch).
 #pragma once
 
 #include <cstdint>
@@ -81,6 +83,7 @@ class DeviceExpertCache {
   // Copies the expert of `key` into `buffer` from `offset` on; returns its weights there.
   Expected<cuda::DeviceFfn> copy_in(int32_t key, const cuda::DeviceBuffer& buffer, int64_t offset);
   Status load(const SlotLoad& load);  // into its slot
+  Status pin_experts();  // page-locks the host copies of every expert
 
   cuda::Context& context_;
   const Model& model_;
@@ -92,6 +95,7 @@ class DeviceExpertCache {
   std::vector<cuda::DeviceFfn> slot_weights_;  // [slot_count]: what each slot holds
   std::vector<SlotLoad> loads_;
   int64_t host_to_device_bytes_ = 0;
+  bool pinned_ = false;  // the host copies are page-locked: copies do not block the host
 };
 
 }  // namespace moenav

@@ -87,6 +87,8 @@ Expected<std::unique_ptr<Context>> Context::create(int device, int64_t memory_bu
 }
 
 Context::~Context() {
+  if (impl_->stream) cudaStreamSynchronize(impl_->stream);  // no copy may still read pinned memory
+  for (void* data : impl_->pinned) cudaHostUnregister(data);
   impl_->scratch = DeviceBuffer();
   if (impl_->blas) cublasDestroy(impl_->blas);
   if (impl_->stream) cudaStreamDestroy(impl_->stream);
@@ -141,6 +143,29 @@ Status Context::upload(const DeviceBuffer& to, const void* from, int64_t bytes, 
       "upload"));
   // Pageable host memory is staged before cudaMemcpyAsync returns only for small copies, so wait.
   return cuda_status(cudaStreamSynchronize(impl_->stream), "upload");
+}
+
+Status Context::pin_host(const void* data, int64_t bytes) {
+  if (bytes <= 0) return ok_status();
+  // Read-only registration: the memory may be a read-only file mapping.
+  const cudaError_t error = cudaHostRegister(const_cast<void*>(data), static_cast<size_t>(bytes),
+                                             cudaHostRegisterPortable | cudaHostRegisterReadOnly);
+  if (error != cudaSuccess) {
+    cudaGetLastError();  // not sticky, but keep later checks clean
+    return Status::errorf("pinning {} of host memory failed: {}", format_bytes(bytes),
+                          cudaGetErrorString(error));
+  }
+  impl_->pinned.push_back(const_cast<void*>(data));
+  return ok_status();
+}
+
+Status Context::upload_pinned(const DeviceBuffer& to, const void* from, int64_t bytes,
+                              int64_t offset) {
+  MOENAV_RETURN_IF_ERROR(check_range(to, bytes, offset, "upload"));
+  return cuda_status(
+      cudaMemcpyAsync(static_cast<char*>(to.data()) + offset, from, static_cast<size_t>(bytes),
+                      cudaMemcpyHostToDevice, impl_->stream),
+      "pinned upload");
 }
 
 Status Context::download(void* to, const DeviceBuffer& from, int64_t bytes, int64_t offset) {

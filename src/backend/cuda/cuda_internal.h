@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "backend/cuda.h"
 
@@ -24,6 +25,7 @@ struct Context::Impl {
   // Scratch reused by ops that need temporary device memory (dequantized weight slices, bf16
   // activations, attention partials); grows on demand and counts against the budget.
   DeviceBuffer scratch;
+  std::vector<void*> pinned;  // host ranges registered by pin_host, unregistered at destruction
 };
 
 inline Status cuda_status(cudaError_t error, const char* what) {
