@@ -8,6 +8,8 @@
 #include "backend/cuda.h"
 #include "backend/cuda_ops.h"
 #include "core/byte_size.h"
+#include "layers/batch.h"
+#include "layers/ffn.h"
 #include "layers/moe/router.h"
 #include "layers/moe/routing_policy.h"
 #include "layers/rope.h"
@@ -120,6 +122,10 @@ struct CudaDecoder::Buffers {
   std::vector<int32_t> host_positions;     // [T]
   std::vector<int32_t> host_routes;        // rows of each expert, experts one after another
   std::vector<float> host_route_weights;
+  // Experts computed on the CPU (miss.policy cpu): the layer's normed rows, one expert's rows and
+  // output, and the FFN workspace.
+  std::vector<float> host_normed, host_gathered, host_output;
+  Workspace host_work;
 };
 
 namespace {
@@ -210,7 +216,8 @@ void CudaDecoder::reset_expert_counters() {
 }
 
 Expected<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const Model& model,
-                                                           const EngineConfig& config) {
+                                                           const EngineConfig& config,
+                                                           ThreadPool& pool) {
   const std::string missing = unsupported_features(model);
   if (!missing.empty()) {
     return Status::errorf("device.backend 'cuda': {} ({}) uses what the CUDA backend does not run "
@@ -222,6 +229,7 @@ Expected<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const Model& model,
   }
   std::unique_ptr<CudaDecoder> decoder(new CudaDecoder());
   decoder->model_ = &model;
+  decoder->pool_ = &pool;
   MOENAV_ASSIGN_OR_RETURN(decoder->context_, cuda::Context::create(0, budget));
   cuda::Context& context = *decoder->context_;
   const ModelConfig& c = model.config;
@@ -406,6 +414,12 @@ Status CudaDecoder::moe(int64_t l, int64_t n_rows, const RoutingPolicy& policy,
     for (int64_t t = 0; t < n_rows; ++t)
       for (int64_t e = 0; e < c.n_experts; ++e) logits[static_cast<size_t>(t * c.n_experts + e)] += bias[e];
   }
+  DeviceExpertCache* cache = weights_->experts.get();
+  if (cache != nullptr && cache->computes_on_cpu()) {  // the stream is idle here: a cheap wait
+    b.host_normed.resize(static_cast<size_t>(n_rows * c.hidden));
+    MOENAV_RETURN_IF_ERROR(context.download(b.host_normed.data(), b.normed,
+                                            n_rows * c.hidden * int64_t{sizeof(float)}));
+  }
   Routing routing;
   const int64_t k = policy.k_for_layer(l);
   select_experts(c, logits.data(), n_rows, k, policy.allowed(l), routing,
@@ -437,7 +451,6 @@ Status CudaDecoder::moe(int64_t l, int64_t n_rows, const RoutingPolicy& policy,
     MOENAV_RETURN_IF_ERROR(context.upload(b.routes, b.host_routes.data(), assigned * int64_t{sizeof(int32_t)}));
     MOENAV_RETURN_IF_ERROR(context.upload(b.route_weights, b.host_route_weights.data(), assigned * int64_t{sizeof(float)}));
   }
-  DeviceExpertCache* cache = weights_->experts.get();
   if (cache != nullptr) {
     std::vector<int32_t> used;
     std::vector<uint8_t> top1;
@@ -450,13 +463,15 @@ Status CudaDecoder::moe(int64_t l, int64_t n_rows, const RoutingPolicy& policy,
     }
     MOENAV_RETURN_IF_ERROR(cache->begin_layer(l, used, top1));
   }
+  std::vector<std::pair<int64_t, const FfnWeights*>> on_cpu;  // (expert, host weights)
   for (int64_t e = 0; e < c.n_experts; ++e) {
     const int64_t first = offsets[static_cast<size_t>(e)], n = offsets[static_cast<size_t>(e + 1)] - first;
     if (n == 0) continue;
     DeviceFfn weights;
     if (cache != nullptr) {
       MOENAV_ASSIGN_OR_RETURN(const DeviceExpertCache::Lease lease, cache->acquire(l, static_cast<int32_t>(e)));
-      if (lease.skipped) {  // dropped by the miss policy, as a skipped selection in Combine
+      if (lease.skipped || lease.host != nullptr) {  // skipped: as a skipped selection in Combine
+        if (lease.host != nullptr) on_cpu.emplace_back(e, lease.host);
         cache->release(l, static_cast<int32_t>(e));
         continue;
       }
@@ -472,6 +487,24 @@ Status CudaDecoder::moe(int64_t l, int64_t n_rows, const RoutingPolicy& policy,
                                                   b.route_weights.as<float>() + first, n, output));
     // The slot may be reused by a later copy: copies are queued on this stream, after the kernels.
     if (cache != nullptr) cache->release(l, static_cast<int32_t>(e));
+  }
+  // CPU misses run while the GPU works through what was queued above; each result then joins the
+  // block output like a GPU expert's (after them, so the sum's order differs from all-resident).
+  for (const auto& [e, host] : on_cpu) {
+    const int64_t first = offsets[static_cast<size_t>(e)], n = offsets[static_cast<size_t>(e + 1)] - first;
+    b.host_gathered.resize(static_cast<size_t>(n * c.hidden));
+    b.host_output.resize(static_cast<size_t>(n * c.hidden));
+    for (int64_t i = 0; i < n; ++i) {
+      const float* row = b.host_normed.data() + b.host_routes[static_cast<size_t>(first + i)] * c.hidden;
+      std::copy(row, row + c.hidden, b.host_gathered.begin() + i * c.hidden);
+    }
+    b.host_work.ffn_gate.resize(static_cast<size_t>(n * c.expert_ffn));
+    b.host_work.ffn_up.resize(static_cast<size_t>(n * c.expert_ffn));
+    ffn_forward(*host, b.host_gathered.data(), n, b.host_output.data(), b.host_work, *pool_);
+    MOENAV_RETURN_IF_ERROR(context.upload(b.expert_output, b.host_output.data(), n * c.hidden * int64_t{sizeof(float)}));
+    MOENAV_RETURN_IF_ERROR(cuda::scatter_add_rows(context, b.expert_output.as<float>(), c.hidden,
+                                                  b.routes.as<int32_t>() + first,
+                                                  b.route_weights.as<float>() + first, n, output));
   }
   if (cache != nullptr) cache->end_layer(l);
   if (c.n_shared_experts > 0) {

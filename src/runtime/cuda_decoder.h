@@ -13,6 +13,7 @@
 #include <span>
 #include <vector>
 
+#include "core/thread_pool.h"
 #include "layers/moe/moe_layer.h"
 #include "moenav/engine_config.h"
 #include "moenav/expert_counters.h"
@@ -34,8 +35,10 @@ using DeviceKvCachePtr = std::unique_ptr<DeviceKvCache, void (*)(DeviceKvCache*)
 class CudaDecoder {
  public:
   // Uploads the model's weights to device 0 within config.device.gpu_memory.
+  // pool: the engine's CPU threads (experts the miss policy computes on the CPU).
   static Expected<std::unique_ptr<CudaDecoder>> create(const Model& model,
-                                                       const EngineConfig& config);
+                                                       const EngineConfig& config,
+                                                       ThreadPool& pool);
   ~CudaDecoder();
 
   // The rows of one sequence in a batch: its cache (created here when empty), where its first
@@ -69,6 +72,7 @@ class CudaDecoder {
              const RoutingObserver& observer);
 
   const Model* model_ = nullptr;
+  ThreadPool* pool_ = nullptr;
   std::unique_ptr<cuda::Context> context_;  // declared first: destroyed after what it allocated
   std::unique_ptr<Weights> weights_;
   std::unique_ptr<Buffers> buffers_;

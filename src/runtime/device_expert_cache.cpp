@@ -86,9 +86,9 @@ Expected<std::unique_ptr<DeviceExpertCache>> DeviceExpertCache::create(cuda::Con
                                                                        const DeviceSlotPlan& plan) {
   const ModelConfig& c = model.config;
   MOENAV_ASSIGN_OR_RETURN(const MissPolicy miss, parse_miss_policy(config.miss.policy));
-  if (miss != MissPolicy::Fetch && miss != MissPolicy::Skip) {
-    return Status::errorf("miss.policy '{}' is not implemented on the CUDA backend yet (fetch and "
-                          "skip are); use --backend cpu", config.miss.policy);
+  if (miss == MissPolicy::LowBit) {
+    return Status::errorf("miss.policy '{}' is not implemented on the CUDA backend yet (fetch, cpu "
+                          "and skip are); use --backend cpu", config.miss.policy);
   }
   if (config.prefetch.policy != "none") {
     return Status::errorf("prefetch.policy '{}' is not implemented on the CUDA backend yet; use "
@@ -99,6 +99,7 @@ Expected<std::unique_ptr<DeviceExpertCache>> DeviceExpertCache::create(cuda::Con
     return Status::errorf("placement.expert_cache.scope '{}' is not one of: layer, global", scope);
   }
   std::unique_ptr<DeviceExpertCache> cache(new DeviceExpertCache(context, model));
+  cache->miss_ = miss;
   CacheSettings settings;
   settings.keys = expert_key_space(c, config);
   settings.policy = config.placement.expert_cache.policy;
@@ -213,11 +214,13 @@ Expected<DeviceExpertCache::Lease> DeviceExpertCache::acquire(int64_t layer, int
       lease.skipped = true;
       return lease;
     case ExpertSource::Cpu:
+      lease.host = &model_.weights.layers[static_cast<size_t>(layer)].experts[static_cast<size_t>(expert)];
+      return lease;
     case ExpertSource::LowBit:
       break;
   }
-  return Status::errorf("layer {} expert {}: the CUDA expert cache cannot serve a {} miss",
-                        layer, expert, decision.source == ExpertSource::Cpu ? "cpu" : "lowbit");
+  return Status::errorf("layer {} expert {}: the CUDA expert cache cannot serve a lowbit miss",
+                        layer, expert);
 }
 
 void DeviceExpertCache::release(int64_t layer, int32_t expert) { cache_->release(layer, expert); }

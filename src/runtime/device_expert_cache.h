@@ -3,13 +3,15 @@
 // holds which slot, so every replacement policy (lru, lfu, lfru, priority, static), placement
 // rules, the layer or global scope and warm start work as on the CPU tiers. A miss is fetched
 // over PCIe into a slot (miss.policy fetch), or into a staging slot when the policy does not
-// cache it (static placement), or dropped (skip). The host copies are page-locked once
+// cache it (static placement), computed on the CPU from the host copy while the GPU runs the
+// other experts (cpu, Fiddler's policy), or dropped (skip). The host copies are page-locked once
 // (cudaHostRegister) so copies run at full PCIe speed without blocking the host; where the driver
 // refuses, each copy waits. Copies are queued on the compute stream, so a slot is never
 // overwritten while a queued kernel still reads it.
 //
-// Not yet here: copies on a second stream overlapping compute, prefetching, and the cpu and
-// lowbit miss policies (refused at creation; auto means fetch).
+// Not yet here: copies on a second stream overlapping compute, prefetching, the lowbit miss
+// policy (refused at creation), and auto choosing per expert between fetch and cpu from measured
+// rates (auto means fetch).
 #pragma once
 
 #include <cstdint>
@@ -24,6 +26,7 @@
 #include "experts/routing_stats.h"
 #include "moenav/engine_config.h"
 #include "moenav/expert_counters.h"
+#include "model/model_weights.h"
 #include "moenav/status.h"
 
 namespace moenav {
@@ -69,10 +72,15 @@ class DeviceExpertCache {
   struct Lease {
     cuda::DeviceFfn weights;
     bool skipped = false;
+    const FfnWeights* host = nullptr;  // set when the miss policy computes it on the CPU instead
   };
   Expected<Lease> acquire(int64_t layer, int32_t expert);
   void release(int64_t layer, int32_t expert);
   void end_layer(int64_t layer);
+
+  // Whether misses may be computed on the CPU (miss.policy cpu): the decoder then brings the
+  // layer's normed rows to the host.
+  bool computes_on_cpu() const { return miss_ == MissPolicy::Cpu; }
 
   ExpertCounters counters() const;
   void reset_counters();
@@ -95,7 +103,8 @@ class DeviceExpertCache {
   std::vector<cuda::DeviceFfn> slot_weights_;  // [slot_count]: what each slot holds
   std::vector<SlotLoad> loads_;
   int64_t host_to_device_bytes_ = 0;
-  bool pinned_ = false;  // the host copies are page-locked: copies do not block the host
+  bool pinned_ = false;
+  MissPolicy miss_ = MissPolicy::Fetch;  // the host copies are page-locked: copies do not block the host
 };
 
 }  // namespace moenav

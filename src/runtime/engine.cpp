@@ -103,7 +103,7 @@ Expected<std::unique_ptr<Engine>> Engine::create(const std::string& model_path,
                                  std::move(store),
                                  {}, {}, {}});
   if (config.device.backend == "cuda") {
-    MOENAV_ASSIGN_OR_RETURN(engine->state_->cuda, CudaDecoder::create(*engine->model_, config));
+    MOENAV_ASSIGN_OR_RETURN(engine->state_->cuda, CudaDecoder::create(*engine->model_, config, *engine->pool_));
   }
   return engine;
 }

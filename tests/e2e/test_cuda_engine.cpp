@@ -158,6 +158,31 @@ TEST_F(CudaEngineTest, CachedExpertsMatchAllResident) {
   }
 }
 
+// Misses computed on the CPU from the host copy (miss.policy cpu) while the GPU runs the rest: the
+// CPU kernels sum in another order, so logits agree to the golden tolerance rather than exactly.
+TEST_F(CudaEngineTest, CpuMissesMatchAllResident) {
+  auto resident = open_engine(tiny_mixtral(), cuda_config());
+  ASSERT_TRUE(resident);
+  const std::vector<int32_t> prompt = some_tokens(40, resident->vocab_size());
+  auto resident_session = resident->new_session();
+  auto expected = resident->evaluate(*resident_session, prompt, true);
+  ASSERT_TRUE(expected.ok()) << expected.error();
+  EngineConfig config = cuda_config();
+  config.placement.expert_cache.size = "2";
+  config.miss.policy = "cpu";
+  auto cached = open_engine(tiny_mixtral(), config);
+  ASSERT_TRUE(cached);
+  auto session = cached->new_session();
+  auto logits = cached->evaluate(*session, prompt, true);
+  ASSERT_TRUE(logits.ok()) << logits.error();
+  EXPECT_LE(max_difference(*logits, *expected), 1e-3);
+  for (size_t step = 0; step < 8; ++step) {  // decode steps take the same path
+    auto next = cached->evaluate(*session, std::span<const int32_t>(&prompt[step], 1));
+    ASSERT_TRUE(next.ok()) << next.error();
+  }
+  EXPECT_GT(cached->expert_counters().miss_cpu, 0);
+}
+
 // 95 MiB: about 6 MiB of other weights and an 84 MiB reserve leave 2 slots per layer.
 TEST_F(CudaEngineTest, CacheSizeAutoFitsTheBudget) {
   EngineConfig config = cuda_config();
