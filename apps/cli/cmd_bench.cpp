@@ -93,6 +93,7 @@ int run_bench(BenchArgs& args) {
   }
   fmt::print("\npeak RSS {:.1f} MiB\n", result->peak_rss_bytes / 1048576.0);
   if (result->gpu_peak_bytes >= 0) fmt::print("peak GPU memory {:.1f} MiB (allocator high-water)\n", result->gpu_peak_bytes / 1048576.0);
+  if (result->gpu_process_bytes >= 0) fmt::print("GPU memory of this process {:.1f} MiB (NVML, at the end)\n", result->gpu_process_bytes / 1048576.0);
   fmt::print("{}\n", plan.to_string());
   fmt::print("experts ({} runs): {} hits, {} misses ({:.1f}% hit rate); misses fetched {}, staged {}, cpu {}, "
              "lowbit {}, skipped {}; evictions {}\n", args.options.warmup + args.options.repetitions,

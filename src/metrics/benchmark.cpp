@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "backend/nvml.h"
 #include "metrics/memory.h"
 #include "model/model.h"
 #include "runtime/generate.h"
@@ -54,6 +55,7 @@ nlohmann::json BenchResult::to_json() const {
           {"decode_tokens_per_second", entry(decode)},
           {"peak_rss_bytes", peak_rss_bytes},
           {"gpu_peak_bytes", gpu_peak_bytes},
+          {"gpu_process_bytes_nvml", gpu_process_bytes},
           {"decode_weight_bytes_per_token", decode_bytes_per_token},
           {"stage_seconds", [&] {
              nlohmann::json out = nlohmann::json::object();
@@ -95,6 +97,10 @@ Expected<BenchResult> run_benchmark(Engine& engine, std::span<const int32_t> pro
   result.stages = engine.stage_times();
   result.peak_rss_bytes = moenav::peak_rss_bytes();
   result.gpu_peak_bytes = engine.gpu_peak_bytes();
+  if (result.gpu_peak_bytes >= 0) {
+    auto process = cuda::nvml_process_bytes();
+    result.gpu_process_bytes = process.ok() ? *process : -1;
+  }
   result.decode_bytes_per_token = decode_weight_bytes(engine);
   return result;
 }

@@ -4,6 +4,7 @@
 // weights refused with a message. Without a usable device those skip; NoDeviceSaysWhy checks
 // that asking for cuda then fails with a message instead of a crash.
 #include "backend/cuda.h"
+#include "backend/nvml.h"
 #include "golden.h"
 
 namespace moenav::testing {
@@ -194,6 +195,9 @@ TEST_F(CudaEngineTest, CacheSizeAutoFitsTheBudget) {
   EXPECT_EQ(greedy(*engine, prompt, 8).size(), 8u);
   EXPECT_GT(engine->expert_counters().tier(Tier::Device).misses, 0);
   EXPECT_LE(engine->gpu_peak_bytes(), int64_t{95} << 20);
+  auto process = cuda::nvml_process_bytes();  // the driver's view includes the CUDA context
+  ASSERT_TRUE(process.ok()) << process.error();
+  EXPECT_GT(*process, 0);
 }
 
 }  // namespace
