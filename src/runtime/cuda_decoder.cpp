@@ -488,20 +488,35 @@ Status CudaDecoder::moe(int64_t l, int64_t n_rows, const RoutingPolicy& policy,
     // The slot may be reused by a later copy: copies are queued on this stream, after the kernels.
     if (cache != nullptr) cache->release(l, static_cast<int32_t>(e));
   }
-  // CPU misses run while the GPU works through what was queued above; each result then joins the
-  // block output like a GPU expert's (after them, so the sum's order differs from all-resident).
+  // CPU misses run while the GPU works through what was queued above (nothing below waits for it
+  // until every CPU expert is done); each result then joins the block output like a GPU expert's,
+  // after them, so the sum's order differs from the all-resident run's.
+  std::vector<int64_t> cpu_first;  // where each CPU expert's rows start in host_output
+  int64_t cpu_rows = 0;
   for (const auto& [e, host] : on_cpu) {
+    cpu_first.push_back(cpu_rows);
+    cpu_rows += offsets[static_cast<size_t>(e + 1)] - offsets[static_cast<size_t>(e)];
+  }
+  b.host_output.resize(static_cast<size_t>(cpu_rows * c.hidden));
+  for (size_t i = 0; i < on_cpu.size(); ++i) {
+    const auto [e, host] = on_cpu[i];
     const int64_t first = offsets[static_cast<size_t>(e)], n = offsets[static_cast<size_t>(e + 1)] - first;
     b.host_gathered.resize(static_cast<size_t>(n * c.hidden));
-    b.host_output.resize(static_cast<size_t>(n * c.hidden));
-    for (int64_t i = 0; i < n; ++i) {
-      const float* row = b.host_normed.data() + b.host_routes[static_cast<size_t>(first + i)] * c.hidden;
-      std::copy(row, row + c.hidden, b.host_gathered.begin() + i * c.hidden);
+    for (int64_t r = 0; r < n; ++r) {
+      const float* row = b.host_normed.data() + b.host_routes[static_cast<size_t>(first + r)] * c.hidden;
+      std::copy(row, row + c.hidden, b.host_gathered.begin() + r * c.hidden);
     }
     b.host_work.ffn_gate.resize(static_cast<size_t>(n * c.expert_ffn));
     b.host_work.ffn_up.resize(static_cast<size_t>(n * c.expert_ffn));
-    ffn_forward(*host, b.host_gathered.data(), n, b.host_output.data(), b.host_work, *pool_);
-    MOENAV_RETURN_IF_ERROR(context.upload(b.expert_output, b.host_output.data(), n * c.hidden * int64_t{sizeof(float)}));
+    ffn_forward(*host, b.host_gathered.data(), n, b.host_output.data() + cpu_first[i] * c.hidden,
+                b.host_work, *pool_);
+  }
+  for (size_t i = 0; i < on_cpu.size(); ++i) {
+    const int64_t e = on_cpu[i].first;
+    const int64_t first = offsets[static_cast<size_t>(e)], n = offsets[static_cast<size_t>(e + 1)] - first;
+    // upload() waits for the stream: the GPU experts' scatters are done with expert_output.
+    MOENAV_RETURN_IF_ERROR(context.upload(b.expert_output, b.host_output.data() + cpu_first[i] * c.hidden,
+                                          n * c.hidden * int64_t{sizeof(float)}));
     MOENAV_RETURN_IF_ERROR(cuda::scatter_add_rows(context, b.expert_output.as<float>(), c.hidden,
                                                   b.routes.as<int32_t>() + first,
                                                   b.route_weights.as<float>() + first, n, output));
