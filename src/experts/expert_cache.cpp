@@ -139,7 +139,9 @@ void ExpertCache::count_load(int32_t key, bool prefetch) {
 }
 
 void ExpertCache::begin_layer(int64_t layer, std::span<const int32_t> experts,
-                              std::span<const uint8_t> essential, std::vector<SlotLoad>& loads) {
+                              std::span<const uint8_t> essential, std::vector<SlotLoad>& loads,
+                              std::span<const MissPolicy> misses) {
+  MOENAV_CHECK(misses.empty() || misses.size() == experts.size());
   end_layer(current_layer_);
   current_layer_ = layer;
   policy_->on_layer_visit(layer);
@@ -166,7 +168,7 @@ void ExpertCache::begin_layer(int64_t layer, std::span<const int32_t> experts,
       continue;
     }
     ++fast.misses;
-    MissPolicy miss = settings_.miss;
+    MissPolicy miss = misses.empty() ? settings_.miss : misses[i];
     if (miss == MissPolicy::Skip && !essential.empty() && essential[i]) miss = MissPolicy::Fetch;
     switch (miss) {
       case MissPolicy::Skip:

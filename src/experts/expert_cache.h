@@ -79,8 +79,15 @@ class ExpertCache {
   std::vector<SlotLoad> take_initial_loads() { return std::move(initial_loads_); }
 
   // essential[i] = 1 when experts[i] is some token's top-1 choice (the skip policy keeps those).
+  // misses[i], when given, replaces the miss policy for experts[i] (the GPU tier's auto policy
+  // splits a step's misses between PCIe fetch and CPU compute).
   void begin_layer(int64_t layer, std::span<const int32_t> experts,
-                   std::span<const uint8_t> essential, std::vector<SlotLoad>& loads);
+                   std::span<const uint8_t> essential, std::vector<SlotLoad>& loads,
+                   std::span<const MissPolicy> misses = {});
+  // Whether the expert is in a slot now (a use of it would hit).
+  bool resident(int64_t layer, int32_t expert) const {
+    return key_slot_[static_cast<size_t>(layer * settings_.keys.n_experts + expert)] >= 0;
+  }
   // The decision for `expert` of the current layer; a deferred one gets its slot (and `load`).
   ExpertDecision acquire(int64_t layer, int32_t expert, std::optional<SlotLoad>& load);
   void release(int64_t layer, int32_t expert);

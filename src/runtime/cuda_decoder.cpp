@@ -285,7 +285,7 @@ Expected<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const Model& model,
   };
   MOENAV_RETURN_IF_ERROR(with_budget_hint(upload_all()));
   if (slots.cached) {
-    MOENAV_ASSIGN_OR_RETURN(device.experts, DeviceExpertCache::create(context, model, config, slots));
+    MOENAV_ASSIGN_OR_RETURN(device.experts, DeviceExpertCache::create(context, model, config, slots, pool));
   }
   decoder->buffers_ = std::make_unique<Buffers>();
   return decoder;
@@ -461,7 +461,7 @@ Status CudaDecoder::moe(int64_t l, int64_t n_rows, const RoutingPolicy& policy,
       for (int64_t t = 0; t < n_rows && k > 0 && !first_choice; ++t) first_choice = routing.expert(t, 0) == e;
       top1.push_back(first_choice ? 1 : 0);
     }
-    MOENAV_RETURN_IF_ERROR(cache->begin_layer(l, used, top1));
+    MOENAV_RETURN_IF_ERROR(cache->begin_layer(l, used, top1, n_rows));
   }
   std::vector<std::pair<int64_t, const FfnWeights*>> on_cpu;  // (expert, host weights)
   for (int64_t e = 0; e < c.n_experts; ++e) {

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <utility>
 #include <optional>
@@ -14,6 +15,8 @@
 #include "experts/placement_rules.h"
 #include "experts/routing_stats.h"
 #include "experts/store_factory.h"
+#include "layers/batch.h"
+#include "layers/ffn.h"
 #include "model/model.h"
 
 namespace moenav {
@@ -83,7 +86,8 @@ int64_t device_slot_bytes(const Model& model) {
 Expected<std::unique_ptr<DeviceExpertCache>> DeviceExpertCache::create(cuda::Context& context,
                                                                        const Model& model,
                                                                        const EngineConfig& config,
-                                                                       const DeviceSlotPlan& plan) {
+                                                                       const DeviceSlotPlan& plan,
+                                                                       ThreadPool& pool) {
   const ModelConfig& c = model.config;
   MOENAV_ASSIGN_OR_RETURN(const MissPolicy miss, parse_miss_policy(config.miss.policy));
   if (miss == MissPolicy::LowBit) {
@@ -100,6 +104,7 @@ Expected<std::unique_ptr<DeviceExpertCache>> DeviceExpertCache::create(cuda::Con
   }
   std::unique_ptr<DeviceExpertCache> cache(new DeviceExpertCache(context, model));
   cache->miss_ = miss;
+  cache->auto_split_ = config.miss.policy == "auto";
   CacheSettings settings;
   settings.keys = expert_key_space(c, config);
   settings.policy = config.placement.expert_cache.policy;
@@ -127,6 +132,7 @@ Expected<std::unique_ptr<DeviceExpertCache>> DeviceExpertCache::create(cuda::Con
   MOENAV_ASSIGN_OR_RETURN(cache->staging_, context.allocate(plan.slot_bytes, "the expert staging slot"));
   cache->slot_weights_.resize(static_cast<size_t>(slots));
   cache->pinned_ = cache->pin_experts().ok();  // else every miss is a synchronous copy
+  if (cache->auto_split_) MOENAV_RETURN_IF_ERROR(cache->measure_rates(pool));
   for (const SlotLoad& load : cache->cache_->take_initial_loads()) {
     MOENAV_RETURN_IF_ERROR(cache->load(load));
   }
@@ -162,6 +168,62 @@ Status DeviceExpertCache::pin_experts() {
   return ok_status();
 }
 
+Status DeviceExpertCache::measure_rates(ThreadPool& pool) {
+  const ModelConfig& c = model_.config;
+  const std::vector<int64_t> key_bytes = expert_key_bytes(model_);
+  const auto largest = static_cast<int32_t>(
+      std::max_element(key_bytes.begin(), key_bytes.end()) - key_bytes.begin());
+  const FfnWeights& expert = model_.weights.layers[static_cast<size_t>(largest / c.n_experts)]
+                                 .experts[static_cast<size_t>(largest % c.n_experts)];
+  const double bytes = static_cast<double>(expert.gate.bytes() + expert.up.bytes() + expert.down.bytes());
+  auto best_of_three = [](auto&& work) -> Expected<double> {
+    double best = 1e30;
+    for (int i = 0; i < 3; ++i) {
+      const auto start = std::chrono::steady_clock::now();
+      MOENAV_RETURN_IF_ERROR(work());
+      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    }
+    return best;
+  };
+  MOENAV_RETURN_IF_ERROR(context_.synchronize());
+  MOENAV_ASSIGN_OR_RETURN(const double copy_seconds, best_of_three([&]() -> Status {
+    MOENAV_ASSIGN_OR_RETURN(cuda::DeviceFfn unused, copy_in(largest, staging_, 0));
+    (void)unused;
+    return context_.synchronize();
+  }));
+  host_to_device_bytes_ = 0;
+  std::vector<float> input(static_cast<size_t>(c.hidden), 0.01f), output(static_cast<size_t>(c.hidden));
+  Workspace work;
+  work.ffn_gate.resize(static_cast<size_t>(expert.gate.rows()));
+  work.ffn_up.resize(static_cast<size_t>(expert.up.rows()));
+  MOENAV_ASSIGN_OR_RETURN(const double cpu_seconds, best_of_three([&]() -> Status {
+    ffn_forward(expert, input.data(), 1, output.data(), work, pool);
+    return ok_status();
+  }));
+  fetch_rate_ = bytes / std::max(copy_seconds, 1e-9);
+  cpu_rate_ = bytes / std::max(cpu_seconds, 1e-9);
+  return ok_status();
+}
+
+void DeviceExpertCache::split_misses(int64_t layer, std::span<const int32_t> experts,
+                                     int64_t n_tokens) {
+  misses_.assign(experts.size(), MissPolicy::Fetch);
+  double fetch_busy = 0.0, cpu_busy = 0.0;  // seconds of this step's work given to each
+  for (size_t i = 0; i < experts.size(); ++i) {
+    if (cache_->resident(layer, experts[i])) continue;
+    const FfnWeights& expert = model_.weights.layers[static_cast<size_t>(layer)].experts[static_cast<size_t>(experts[i])];
+    const double bytes = static_cast<double>(expert.gate.bytes() + expert.up.bytes() + expert.down.bytes());
+    const double fetch = bytes / fetch_rate_;
+    const double cpu = bytes / cpu_rate_ * static_cast<double>(n_tokens);  // a matvec per row, at worst
+    if (cpu_busy + cpu < fetch_busy + fetch) {
+      misses_[i] = MissPolicy::Cpu;
+      cpu_busy += cpu;
+    } else {
+      fetch_busy += fetch;
+    }
+  }
+}
+
 Expected<cuda::DeviceFfn> DeviceExpertCache::copy_in(int32_t key, const cuda::DeviceBuffer& buffer,
                                                      int64_t offset) {
   const int64_t n_experts = model_.config.n_experts;
@@ -189,9 +251,14 @@ Status DeviceExpertCache::load(const SlotLoad& load) {
 }
 
 Status DeviceExpertCache::begin_layer(int64_t layer, std::span<const int32_t> experts,
-                                      std::span<const uint8_t> top1) {
+                                      std::span<const uint8_t> top1, int64_t n_tokens) {
   loads_.clear();
-  cache_->begin_layer(layer, experts, top1, loads_);
+  if (auto_split_ && n_tokens <= kAutoSplitTokens) {
+    split_misses(layer, experts, n_tokens);
+    cache_->begin_layer(layer, experts, top1, loads_, misses_);
+  } else {
+    cache_->begin_layer(layer, experts, top1, loads_);
+  }
   for (const SlotLoad& load : loads_) MOENAV_RETURN_IF_ERROR(this->load(load));
   return ok_status();
 }

@@ -9,9 +9,12 @@
 // refuses, each copy waits. Copies are queued on the compute stream, so a slot is never
 // overwritten while a queued kernel still reads it.
 //
-// Not yet here: copies on a second stream overlapping compute, prefetching, the lowbit miss
-// policy (refused at creation), and auto choosing per expert between fetch and cpu from measured
-// rates (auto means fetch).
+// miss.policy auto splits each decode step's misses (up to kAutoSplitTokens rows) between the
+// two at once: every miss goes to whichever of PCIe and the CPU would finish its share first, by
+// rates measured at creation on the largest expert; larger batches fetch (the GPU's compute wins).
+//
+// Not yet here: copies on a second stream overlapping compute, prefetching, and the lowbit miss
+// policy (refused at creation).
 #pragma once
 
 #include <cstdint>
@@ -22,6 +25,7 @@
 
 #include "backend/cuda.h"
 #include "backend/cuda_ops.h"
+#include "core/thread_pool.h"
 #include "experts/expert_cache.h"
 #include "experts/routing_stats.h"
 #include "moenav/engine_config.h"
@@ -58,15 +62,19 @@ int64_t device_slot_bytes(const Model& model);
 
 class DeviceExpertCache {
  public:
+  static constexpr int64_t kAutoSplitTokens = 4;
+
+  // pool: the CPU threads that compute misses (cpu and auto policies).
   static Expected<std::unique_ptr<DeviceExpertCache>> create(cuda::Context& context,
                                                              const Model& model,
                                                              const EngineConfig& config,
-                                                             const DeviceSlotPlan& plan);
+                                                             const DeviceSlotPlan& plan,
+                                                             ThreadPool& pool);
 
-  // The experts the current step of `layer` uses (each once); top1[i] = 1 when experts[i] is
-  // some token's first choice (skip never drops those).
+  // The experts the current step of `layer` uses (each once) for n_tokens rows; top1[i] = 1 when
+  // experts[i] is some token's first choice (skip never drops those).
   Status begin_layer(int64_t layer, std::span<const int32_t> experts,
-                     std::span<const uint8_t> top1);
+                     std::span<const uint8_t> top1, int64_t n_tokens);
   // Device weights for `expert` this step, copied in if it missed; `skipped` when the miss
   // policy dropped it.
   struct Lease {
@@ -80,7 +88,12 @@ class DeviceExpertCache {
 
   // Whether misses may be computed on the CPU (miss.policy cpu): the decoder then brings the
   // layer's normed rows to the host.
-  bool computes_on_cpu() const { return miss_ == MissPolicy::Cpu; }
+  bool computes_on_cpu() const { return miss_ == MissPolicy::Cpu || auto_split_; }
+
+  // miss.policy auto: the rates it splits misses by, measured at creation (bytes per second of one
+  // expert copied to the device, and computed on the CPU for one token).
+  double fetch_bytes_per_second() const { return fetch_rate_; }
+  double cpu_bytes_per_second() const { return cpu_rate_; }
 
   ExpertCounters counters() const;
   void reset_counters();
@@ -92,6 +105,9 @@ class DeviceExpertCache {
   Expected<cuda::DeviceFfn> copy_in(int32_t key, const cuda::DeviceBuffer& buffer, int64_t offset);
   Status load(const SlotLoad& load);  // into its slot
   Status pin_experts();  // page-locks the host copies of every expert
+  Status measure_rates(ThreadPool& pool);  // fetch_rate_, cpu_rate_ from the largest expert
+  // auto: each miss of the step goes to whichever of PCIe and CPU would finish it first.
+  void split_misses(int64_t layer, std::span<const int32_t> experts, int64_t n_tokens);
 
   cuda::Context& context_;
   const Model& model_;
@@ -104,7 +120,10 @@ class DeviceExpertCache {
   std::vector<SlotLoad> loads_;
   int64_t host_to_device_bytes_ = 0;
   bool pinned_ = false;
-  MissPolicy miss_ = MissPolicy::Fetch;  // the host copies are page-locked: copies do not block the host
+  MissPolicy miss_ = MissPolicy::Fetch;
+  bool auto_split_ = false;  // miss.policy auto
+  double fetch_rate_ = 0.0, cpu_rate_ = 0.0;
+  std::vector<MissPolicy> misses_;  // this step's per-expert policies (auto)  // the host copies are page-locked: copies do not block the host
 };
 
 }  // namespace moenav

@@ -234,6 +234,31 @@ TEST(ExpertCache, MissPolicies) {
   EXPECT_EQ(*parse_miss_policy("auto"), MissPolicy::Fetch);
 }
 
+// Per-expert miss policies for one step (the GPU tier's auto split) and the residency query.
+TEST(ExpertCache, PerExpertMissPoliciesOverrideTheSetting) {
+  CacheSettings device = settings("lru", 2);
+  device.fast_tier = Tier::Device;  // CPU misses read the host copy: no load
+  auto cache = make(device);
+  EXPECT_EQ(step(*cache, 0, {0}), std::vector<bool>{false});  // expert 0 now in a slot
+  EXPECT_TRUE(cache->resident(0, 0));
+  EXPECT_FALSE(cache->resident(0, 1));
+  std::vector<SlotLoad> loads;
+  const int32_t experts[] = {0, 1, 2};
+  const uint8_t essential[] = {0, 0, 0};
+  const MissPolicy misses[] = {MissPolicy::Cpu, MissPolicy::Cpu, MissPolicy::Fetch};
+  cache->begin_layer(0, experts, essential, loads, misses);
+  std::optional<SlotLoad> load;
+  EXPECT_EQ(cache->acquire(0, 0, load).source, ExpertSource::Slot);  // a hit stays a hit
+  EXPECT_EQ(cache->acquire(0, 1, load).source, ExpertSource::Cpu);
+  EXPECT_EQ(cache->acquire(0, 2, load).source, ExpertSource::Slot);  // fetched
+  for (int32_t expert : experts) cache->release(0, expert);
+  cache->end_layer(0);
+  EXPECT_EQ(cache->counters().miss_cpu, 1);
+  EXPECT_EQ(cache->counters().demand_loads, 2);  // expert 0 in the first step, expert 2 here
+  EXPECT_FALSE(cache->resident(0, 1));
+  EXPECT_TRUE(cache->resident(0, 2));
+}
+
 TEST(ExpertCache, GlobalScopeSharesOnePool) {
   CacheSettings s = settings("lru", 3);
   s.global_scope = true;
