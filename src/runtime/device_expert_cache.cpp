@@ -3,11 +3,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstdint>
-#include <utility>
 #include <optional>
 #include <string>
+#include <system_error>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -50,7 +52,10 @@ Expected<DeviceSlotPlan> plan_device_slots(std::string_view cache_size,
                          "the KV cache", format_bytes(in.budget_bytes), format_bytes(in.resident_bytes),
                          format_bytes(in.reserve_bytes));
   } else if (is_count(cache_size)) {
-    per_layer = std::stoll(std::string(cache_size));
+    const char* end = cache_size.data() + cache_size.size();
+    if (std::from_chars(cache_size.data(), end, per_layer).ec != std::errc()) {
+      return Status::errorf("placement.expert_cache.size '{}': not a slot count this size", cache_size);
+    }
     source = fmt::format("{} slots per MoE layer", per_layer);
   } else {
     auto bytes = parse_byte_size(cache_size);

@@ -52,7 +52,7 @@ int64_t cache_slots(const EngineConfig& config, int64_t n_experts, int64_t n_moe
     return budget.empty() || !bytes.ok() ? n_experts : from_bytes(*bytes - non_expert_bytes);
   }
   if (std::all_of(size.begin(), size.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); })) {
-    return std::clamp<int64_t>(std::stoll(size), 0, n_experts);
+    return std::clamp<int64_t>(std::stoll(size.substr(0, 12)), 0, n_experts);  // no overflow
   }
   auto bytes = parse_byte_size(size);
   return bytes.ok() ? from_bytes(*bytes) : n_experts;

@@ -60,6 +60,7 @@ TEST(DeviceSlots, TooSmallOrMalformedSaysWhat) {
   EXPECT_NE(plan.error().find("less than one device slot"), std::string::npos) << plan.error();
   EXPECT_NE(plan.error().find("--gpu-memory"), std::string::npos) << plan.error();
   EXPECT_FALSE(plan_device_slots("0", inputs()).ok());
+  EXPECT_FALSE(plan_device_slots("99999999999999999999999", inputs()).ok());  // no overflow
   auto garbage = plan_device_slots("lots", inputs());
   ASSERT_FALSE(garbage.ok());
   EXPECT_NE(garbage.error().find("'lots'"), std::string::npos) << garbage.error();
