@@ -129,15 +129,30 @@ TEST_F(CudaEngineTest, BudgetBelowTheWeightsIsRefusedWithAMessage) {
   EXPECT_NE(engine.error().find("--cache-size auto"), std::string::npos) << engine.error();
 }
 
+// The all-resident reference of the expert-cache tests: its engine, a 40-token prompt and the
+// prompt's logits.
+struct ResidentRun {
+  std::unique_ptr<Engine> engine;
+  std::vector<int32_t> prompt;
+  std::vector<float> logits;
+};
+
+void run_resident(ResidentRun& run) {
+  run.engine = open_engine(tiny_mixtral(), cuda_config());
+  ASSERT_TRUE(run.engine);
+  run.prompt = some_tokens(40, run.engine->vocab_size());
+  auto session = run.engine->new_session();
+  auto logits = run.engine->evaluate(*session, run.prompt, true);
+  ASSERT_TRUE(logits.ok()) << logits.error();
+  run.logits = std::move(*logits);
+}
+
 // Experts in host memory behind device slots: the same kernels on the same bytes, so logits equal
 // the all-resident run's and greedy output is identical, for each policy and scope.
 TEST_F(CudaEngineTest, CachedExpertsMatchAllResident) {
-  auto resident = open_engine(tiny_mixtral(), cuda_config());
-  ASSERT_TRUE(resident);
-  const std::vector<int32_t> prompt = some_tokens(40, resident->vocab_size());
-  auto resident_session = resident->new_session();
-  auto expected = resident->evaluate(*resident_session, prompt, true);
-  ASSERT_TRUE(expected.ok()) << expected.error();
+  ResidentRun run;
+  ASSERT_NO_FATAL_FAILURE(run_resident(run));
+  auto& [resident, prompt, expected] = run;
   const std::vector<int32_t> expected_greedy = greedy(*resident, prompt, 24);
   for (const auto& [policy, scope] : {std::pair<const char*, const char*>{"lru", "layer"}, {"lfu", "global"}}) {
     SCOPED_TRACE(std::string(policy) + " " + scope);
@@ -150,7 +165,7 @@ TEST_F(CudaEngineTest, CachedExpertsMatchAllResident) {
     auto session = cached->new_session();
     auto logits = cached->evaluate(*session, prompt, true);
     ASSERT_TRUE(logits.ok()) << logits.error();
-    EXPECT_LE(max_difference(*logits, *expected), 1e-6);
+    EXPECT_LE(max_difference(*logits, expected), 1e-6);
     EXPECT_EQ(greedy(*cached, prompt, 24), expected_greedy);
     const ExpertCounters counters = cached->expert_counters();
     EXPECT_GT(counters.tier(Tier::Device).misses, 0);
@@ -163,12 +178,9 @@ TEST_F(CudaEngineTest, CachedExpertsMatchAllResident) {
 // runs the rest: the CPU kernels sum in another order, so logits agree to the golden tolerance
 // rather than exactly.
 TEST_F(CudaEngineTest, CpuMissesMatchAllResident) {
-  auto resident = open_engine(tiny_mixtral(), cuda_config());
-  ASSERT_TRUE(resident);
-  const std::vector<int32_t> prompt = some_tokens(40, resident->vocab_size());
-  auto resident_session = resident->new_session();
-  auto expected = resident->evaluate(*resident_session, prompt, true);
-  ASSERT_TRUE(expected.ok()) << expected.error();
+  ResidentRun run;
+  ASSERT_NO_FATAL_FAILURE(run_resident(run));
+  auto& [resident, prompt, expected] = run;
   // auto splits decode steps' misses between fetch and cpu by measured rates.
   for (const char* miss : {"cpu", "auto"}) {
     SCOPED_TRACE(miss);
@@ -180,7 +192,7 @@ TEST_F(CudaEngineTest, CpuMissesMatchAllResident) {
     auto session = cached->new_session();
     auto logits = cached->evaluate(*session, prompt, true);
     ASSERT_TRUE(logits.ok()) << logits.error();
-    EXPECT_LE(max_difference(*logits, *expected), 1e-3);
+    EXPECT_LE(max_difference(*logits, expected), 1e-3);
     auto step_session = resident->new_session();
     ASSERT_TRUE(resident->evaluate(*step_session, prompt).ok());
     for (size_t step = 0; step < 8; ++step) {  // decode steps: one row each
