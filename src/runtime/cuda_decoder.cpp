@@ -2,12 +2,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 
 #include <fmt/format.h>
 
 #include "backend/cuda.h"
 #include "backend/cuda_ops.h"
 #include "core/byte_size.h"
+#include "experts/store_factory.h"
 #include "layers/batch.h"
 #include "layers/ffn.h"
 #include "layers/moe/router.h"
@@ -183,11 +185,8 @@ DeviceSlotInputs device_slot_inputs(const Model& model, int64_t budget) {
   const ModelConfig& c = model.config;
   DeviceSlotInputs in;
   in.budget_bytes = budget;
-  int64_t expert_bytes = 0;
-  for (const LayerWeights& layer : model.weights.layers)
-    for (const FfnWeights& expert : layer.experts)
-      expert_bytes += expert.gate.bytes() + expert.up.bytes() + expert.down.bytes();
-  in.resident_bytes = model.total_bytes() - expert_bytes;
+  const std::vector<int64_t> key_bytes = expert_key_bytes(model);
+  in.resident_bytes = model.total_bytes() - std::accumulate(key_bytes.begin(), key_bytes.end(), int64_t{0});
   const int64_t ffn = std::max({c.expert_ffn, c.dense_ffn, c.shared_expert_ffn});
   const int64_t kv = 2 * c.n_layers * c.kv_dim() * std::min<int64_t>(c.context_length, 4096);
   const int64_t rows = 512 * (10 * c.hidden + 3 * ffn + c.vocab);
@@ -452,14 +451,15 @@ Status CudaDecoder::moe(int64_t l, int64_t n_rows, const RoutingPolicy& policy,
     MOENAV_RETURN_IF_ERROR(context.upload(b.route_weights, b.host_route_weights.data(), assigned * int64_t{sizeof(float)}));
   }
   if (cache != nullptr) {
+    std::vector<uint8_t> first_choice(static_cast<size_t>(c.n_experts), 0);
+    for (int64_t t = 0; t < n_rows && k > 0; ++t)
+      if (routing.expert(t, 0) >= 0) first_choice[static_cast<size_t>(routing.expert(t, 0))] = 1;
     std::vector<int32_t> used;
     std::vector<uint8_t> top1;
     for (int64_t e = 0; e < c.n_experts; ++e) {
       if (offsets[static_cast<size_t>(e + 1)] == offsets[static_cast<size_t>(e)]) continue;
       used.push_back(static_cast<int32_t>(e));
-      bool first_choice = false;
-      for (int64_t t = 0; t < n_rows && k > 0 && !first_choice; ++t) first_choice = routing.expert(t, 0) == e;
-      top1.push_back(first_choice ? 1 : 0);
+      top1.push_back(first_choice[static_cast<size_t>(e)]);
     }
     MOENAV_RETURN_IF_ERROR(cache->begin_layer(l, used, top1, n_rows));
   }

@@ -175,12 +175,12 @@ Status DeviceExpertCache::pin_experts() {
 
 Status DeviceExpertCache::measure_rates(ThreadPool& pool) {
   const ModelConfig& c = model_.config;
-  const std::vector<int64_t> key_bytes = expert_key_bytes(model_);
+  const std::vector<int64_t>& key_bytes = cache_->settings().key_bytes;
   const auto largest = static_cast<int32_t>(
       std::max_element(key_bytes.begin(), key_bytes.end()) - key_bytes.begin());
   const FfnWeights& expert = model_.weights.layers[static_cast<size_t>(largest / c.n_experts)]
                                  .experts[static_cast<size_t>(largest % c.n_experts)];
-  const double bytes = static_cast<double>(expert.gate.bytes() + expert.up.bytes() + expert.down.bytes());
+  const auto bytes = static_cast<double>(key_bytes[static_cast<size_t>(largest)]);
   auto best_of_three = [](auto&& work) -> Expected<double> {
     double best = 1e30;
     for (int i = 0; i < 3; ++i) {
@@ -216,8 +216,8 @@ void DeviceExpertCache::split_misses(int64_t layer, std::span<const int32_t> exp
   double fetch_busy = 0.0, cpu_busy = 0.0;  // seconds of this step's work given to each
   for (size_t i = 0; i < experts.size(); ++i) {
     if (cache_->resident(layer, experts[i])) continue;
-    const FfnWeights& expert = model_.weights.layers[static_cast<size_t>(layer)].experts[static_cast<size_t>(experts[i])];
-    const double bytes = static_cast<double>(expert.gate.bytes() + expert.up.bytes() + expert.down.bytes());
+    const int64_t key = layer * model_.config.n_experts + experts[i];
+    const auto bytes = static_cast<double>(cache_->settings().key_bytes[static_cast<size_t>(key)]);
     const double fetch = bytes / fetch_rate_;
     const double cpu = bytes / cpu_rate_ * static_cast<double>(n_tokens);  // a matvec per row, at worst
     if (cpu_busy + cpu < fetch_busy + fetch) {

@@ -175,8 +175,8 @@ Expected<ConfigSpace> default_space(const std::string& model_path, const Engine&
     space.dimensions.push_back(experts_dimension(model, preset));
     if (preset != SpacePreset::Small) space.dimensions.push_back(skip_dimension());
     if (base.device.backend == "cuda") {
-      // The device expert cache: sizes and policies (its misses are fetched; no prefetch yet).
-      has_cache = false;  // grow_wide's prefetch step does not apply
+      // The device expert cache: its sizes (it has no prefetch, so has_cache stays false and
+      // grow_wide adds no prefetch dimension).
       space.dimensions.push_back(cache_dimension(model, preset, !base.device.gpu_memory.empty()));
     } else if (Status cache = probe_expert_cache(model_path, base); cache.ok()) {
       has_cache = true;
