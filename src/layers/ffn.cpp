@@ -64,8 +64,7 @@ void gate_up_activation(const FfnWeights& weights, const float* input, int64_t n
     return;
   }
   pool.run([&](int thread, int) {
-    const int64_t begin = std::min(width, thread * split.chunk);
-    const int64_t end = std::min(width, begin + split.chunk);
+    const auto [begin, end] = split.rows_of(thread, width);
     if (begin < end) columns(begin, end);
   });
 }

@@ -167,8 +167,7 @@ void matmul(Isa isa, const TensorView& weight, const float* input, int64_t n_tok
     return;
   }
   pool.run([&](int thread, int) {
-    const int64_t begin = std::min(n_rows, thread * split.chunk);
-    const int64_t end = std::min(n_rows, begin + split.chunk);
+    const auto [begin, end] = split.rows_of(thread, n_rows);
     if (begin < end) matmul_rows(weight, prepared, output, n_rows, begin, end, isa);
   });
 }

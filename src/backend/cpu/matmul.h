@@ -3,7 +3,9 @@
 // weight type's activation format (as llama.cpp does); float weights dot in float32.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "backend/cpu/cpu_isa.h"
@@ -64,6 +66,11 @@ void prepare_input(DType weight_type, const float* input, int64_t n_tokens, int6
 struct RowSplit {
   int64_t threads = 1;
   int64_t chunk = 0;
+  // Thread `thread`'s rows [first, second) of n_rows (empty past the last chunk).
+  std::pair<int64_t, int64_t> rows_of(int thread, int64_t n_rows) const {
+    const int64_t begin = std::min(n_rows, thread * chunk);
+    return {begin, std::min(n_rows, begin + chunk)};
+  }
 };
 RowSplit split_rows(const TensorView& weight, int64_t n_tokens, int pool_size);
 
