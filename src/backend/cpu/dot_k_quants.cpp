@@ -141,6 +141,10 @@ namespace avx2 {
 inline __m256i add_scaled_pairs(__m256i acc, __m256i pairs, __m256i scale) {
   return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, scale));
 }
+// (low & mask) | high, high having no bit of mask set.
+inline __m256i merge_two_bits(__m256i low, __m256i high, __m256i mask) {
+  return _mm256_or_si256(_mm256_and_si256(low, mask), high);
+}
 #include "backend/cpu/dot_k_quants_body.inc"
 }  // namespace avx2
 #pragma GCC pop_options
@@ -151,6 +155,11 @@ namespace avx512 {
 // The same in one VNNI instruction (vpdpwssd: exact, no saturation).
 inline __m256i add_scaled_pairs(__m256i acc, __m256i pairs, __m256i scale) {
   return _mm256_dpwssd_epi32(acc, pairs, scale);
+}
+// (low & mask) | high in one ternary-logic instruction (0xEC: (A & C) | B with A = low,
+// B = high, C = mask).
+inline __m256i merge_two_bits(__m256i low, __m256i high, __m256i mask) {
+  return _mm256_ternarylogic_epi32(low, high, mask, 0xEC);
 }
 #include "backend/cpu/dot_k_quants_body.inc"
 }  // namespace avx512
