@@ -20,6 +20,7 @@
 
 #include "backend/cpu/matmul.h"
 #include "core/thread_pool.h"
+#include "quant/blocks.h"
 #include "quant/quant.h"
 
 namespace moenav {
@@ -247,6 +248,16 @@ TEST(Matmul, PreparedActivationsMatchReferenceQuantizer) {
                           reference.data() + t * prepared.row_bytes(), cols);
     }
     EXPECT_EQ(prepared.quantized, reference) << dtype_name(prepared.format);
+    if (prepared.format != DType::Q8_0) continue;
+    // Q8_0 activations also carry each four quants' negated sum, taken from the reference bytes.
+    std::vector<int32_t> lane_sums;
+    for (size_t block = 0; block < reference.size() / sizeof(quant::BlockQ8_0); ++block) {
+      const auto* q = reinterpret_cast<const quant::BlockQ8_0*>(reference.data())[block].qs;
+      for (int lane = 0; lane < 8; ++lane) {
+        lane_sums.push_back(-(q[4 * lane] + q[4 * lane + 1] + q[4 * lane + 2] + q[4 * lane + 3]));
+      }
+    }
+    EXPECT_EQ(prepared.lane_sums, lane_sums);
   }
 }
 

@@ -107,7 +107,7 @@ void prepare_input(DType weight_type, const float* input, int64_t n_tokens, int6
       detail::quantize_activation_row(best_isa(), prepared.format, input + t * cols, row, cols);
       if (lane_sums) {
         detail::activation_lane_sums(
-            row, n_blocks, prepared.lane_sums.data() + t * n_blocks * detail::kLaneSumsPerBlock);
+            best_isa(), row, n_blocks, prepared.lane_sums.data() + t * n_blocks * detail::kLaneSumsPerBlock);
       }
     }
   };

@@ -47,9 +47,10 @@ using DotRowsFn = void (*)(const uint8_t* weight, int64_t weight_row_bytes,
 // (quantize_activations.cpp).
 void quantize_activation_row(Isa isa, DType format, const float* input, uint8_t* output, int64_t n);
 
-// PreparedInput::lane_sums of one Q8_0 row of n_blocks blocks (one per 4 quants: 8 per block).
+// PreparedInput::lane_sums of one Q8_0 row of n_blocks blocks (one per 4 quants: 8 per block),
+// the same on every isa.
 constexpr int kLaneSumsPerBlock = 8;
-void activation_lane_sums(const uint8_t* q8_0_row, int64_t n_blocks, int32_t* lane_sums);
+void activation_lane_sums(Isa isa, const uint8_t* q8_0_row, int64_t n_blocks, int32_t* lane_sums);
 
 // nullptr when the family has no kernel for this weight type.
 DotFn dot_q8_0_family(Isa isa, DType weight_type);           // Q8_0, Q4_0 x Q8_0 (dot_q8_0.cpp)

@@ -98,6 +98,20 @@ void quantize_q8_k(const float* x, uint8_t* out, int64_t n) {
   }
 }
 
+// Per block, the eight sums of four quants, negated: maddubs adds byte pairs (ones are unsigned,
+// quants signed, no saturation at 2 * 128), madd adds the 16-bit pairs.
+void lane_sums(const uint8_t* q8_0_row, int64_t n_blocks, int32_t* sums) {
+  const auto* blocks = reinterpret_cast<const quant::BlockQ8_0*>(q8_0_row);
+  const __m256i ones8 = _mm256_set1_epi8(1);
+  const __m256i ones16 = _mm256_set1_epi16(1);
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blocks[b].qs));
+    const __m256i fours = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, q), ones16);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(sums + b * kLaneSumsPerBlock),
+                        _mm256_sub_epi32(_mm256_setzero_si256(), fours));
+  }
+}
+
 }  // namespace avx2
 #pragma GCC pop_options
 #endif
@@ -115,7 +129,12 @@ void quantize_activation_row(Isa isa, DType format, const float* input, uint8_t*
   quant::quantize_row(format, input, output, n);
 }
 
-void activation_lane_sums(const uint8_t* q8_0_row, int64_t n_blocks, int32_t* lane_sums) {
+void activation_lane_sums(Isa isa, const uint8_t* q8_0_row, int64_t n_blocks,
+                          int32_t* lane_sums) {
+  static_assert(kLaneSumsPerBlock == 8, "one 256-bit vector of sums per block");
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (isa != Isa::Scalar) return avx2::lane_sums(q8_0_row, n_blocks, lane_sums);
+#endif
   const auto* blocks = reinterpret_cast<const quant::BlockQ8_0*>(q8_0_row);
   for (int64_t b = 0; b < n_blocks; ++b) {
     for (int lane = 0; lane < kLaneSumsPerBlock; ++lane) {
