@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "backend/cpu/activation.h"
 #include "backend/cpu/matmul.h"
 #include "core/check.h"
 
@@ -21,10 +22,7 @@ void activate(float* gate, float* up, int64_t begin, int64_t end, const FfnWeigh
     for (int64_t i = begin; i < end; ++i) up[i] += bias[i];
   }
   if (activation.kind == FfnActivation::Swiglu) {
-    for (int64_t i = begin; i < end; ++i) {
-      const float g = gate[i];
-      gate[i] = g / (1.0f + std::exp(-g)) * up[i];
-    }
+    cpu::silu_mul(gate + begin, up + begin, end - begin);
   } else {
     for (int64_t i = begin; i < end; ++i) {
       const float g = std::min(gate[i], activation.limit);
