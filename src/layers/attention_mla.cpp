@@ -34,7 +34,7 @@ void attend_latent(const float* q_latent, const float* q_rope, KvCache& cache, i
                    float* output) {
   float max_score = -std::numeric_limits<float>::infinity();
   for (int64_t j = 0; j <= position; ++j) {
-    const float* latent = cache.keys(layer, j);  // [rank + rope_dim]
+    const float* latent = cache.key_row(layer, j);  // [rank + rope_dim]
     float dot = 0.0f;
     for (int64_t i = 0; i < rank; ++i) dot += q_latent[i] * latent[i];
     for (int64_t i = 0; i < rope_dim; ++i) dot += q_rope[i] * latent[rank + i];
@@ -48,7 +48,7 @@ void attend_latent(const float* q_latent, const float* q_rope, KvCache& cache, i
   }
   std::fill(output, output + rank, 0.0f);
   for (int64_t j = 0; j <= position; ++j) {
-    const float* latent = cache.keys(layer, j);
+    const float* latent = cache.key_row(layer, j);
     const float p = scores[j] / sum;
     for (int64_t i = 0; i < rank; ++i) output[i] += p * latent[i];
   }
@@ -93,7 +93,7 @@ void mla_attention_forward(const ModelConfig& config, const LayerWeights& weight
                kLatentNormEps);
       rope.apply(kv_row + rank, 1, rope_dim, row.position);
       rope.apply(q + r * n_heads * qk_dim + nope, n_heads, qk_dim, row.position);
-      std::copy(kv_row, kv_row + kv_width, row.cache->keys(layer, row.position));
+      row.cache->store_key(layer, row.position, kv_row);
     }
   });
 

@@ -120,8 +120,9 @@ void Engine::reset_stage_times() { state_->stage_times.reset(); }
 std::unique_ptr<Session> Engine::new_session() const {
   const ModelConfig& c = model_->config;
   auto cache = c.attention == AttentionKind::Mla
-                   ? std::make_unique<KvCache>(c.n_layers, c.kv_cache_width(), 0, context_)
-                   : std::make_unique<KvCache>(c.n_layers, c.kv_dim(), context_);
+                   ? std::make_unique<KvCache>(c.n_layers, KvCache::Rows{c.kv_cache_width(), 0}, context_)
+                   : std::make_unique<KvCache>(c.n_layers, KvCache::Gqa{c.n_kv_heads, c.head_dim},
+                                               context_);
   return std::unique_ptr<Session>(new Session(std::move(cache)));
 }
 

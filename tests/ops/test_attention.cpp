@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include "backend/cpu/attention.h"
+#include "layers/kv_cache.h"
 
 namespace moenav::cpu {
 namespace {
@@ -47,13 +48,22 @@ TEST(Attention, EveryIsaMatchesReference) {
   std::normal_distribution<float> normal(0.0f, 1.0f);
   for (const AttentionCase& c : kCases) {
     const int64_t n_positions = c.start + c.n_rows;
-    const int64_t kv_stride = c.head_dim * 2 + 8;  // another KV head and padding in between
-    const int64_t row_stride = c.group * c.head_dim + 16;
-    std::vector<float> keys(static_cast<size_t>(n_positions * kv_stride));
-    std::vector<float> values(keys.size());
-    std::vector<float> queries(static_cast<size_t>(c.n_rows * row_stride));
-    for (float& x : keys) x = normal(random);
+    // Keys in the cache's block layout, of the second of three KV heads. Positions past the last
+    // row's (a later chunk's keys, still in the last block) hold huge values: they must be masked.
+    constexpr int64_t kKvHeads = 3;
+    const int64_t kv_dim = kKvHeads * c.head_dim;
+    const int64_t cached = n_positions + 20;
+    KvCache cache(1, KvCache::Gqa{kKvHeads, c.head_dim}, cached);
+    cache.reserve(cached);
+    std::vector<float> key_row(static_cast<size_t>(kv_dim));
+    for (int64_t j = 0; j < cached; ++j) {
+      for (float& x : key_row) x = j < n_positions ? normal(random) : 1e30f;
+      cache.store_key(0, j, key_row.data());
+    }
+    std::vector<float> values(static_cast<size_t>(cached * kv_dim));
     for (float& x : values) x = normal(random);
+    const int64_t row_stride = c.group * c.head_dim + 16;
+    std::vector<float> queries(static_cast<size_t>(c.n_rows * row_stride));
     for (float& x : queries) x = 2.0f * normal(random);  // peaked softmax
     std::vector<float> sinks(static_cast<size_t>(c.group));
     for (float& x : sinks) x = normal(random);
@@ -69,9 +79,10 @@ TEST(Attention, EveryIsaMatchesReference) {
     args.group = c.group;
     args.head_dim = c.head_dim;
     args.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
-    args.keys = keys.data() + c.head_dim;  // the second KV head
+    args.key_blocks = cache.key_blocks(0, 1);
+    args.key_block_stride = cache.key_block_stride();
     args.values = values.data() + c.head_dim;
-    args.kv_stride = kv_stride;
+    args.value_stride = kv_dim;
     args.first = first.data();
     args.last = last.data();
     args.sinks = c.sinks ? sinks.data() : nullptr;

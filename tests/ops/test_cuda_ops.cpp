@@ -19,6 +19,7 @@
 #include "backend/cpu/attention.h"
 #include "backend/cuda.h"
 #include "backend/cuda_ops.h"
+#include "layers/kv_cache.h"
 #include "layers/moe/router.h"
 #include "layers/norm.h"
 #include "layers/rope.h"
@@ -352,6 +353,10 @@ TEST_P(CudaAttention, MatchesCpuReference) {
   const std::vector<float> sinks = random_floats(static_cast<size_t>(c.heads), 24);
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
 
+  KvCache cache(1, KvCache::Gqa{c.kv_heads, D}, positions);  // the CPU reference's key layout
+  cache.reserve(positions);
+  for (int64_t j = 0; j < positions; ++j) cache.store_key(0, j, keys.data() + j * c.kv_heads * D);
+
   std::vector<float> expected(queries.size());
   std::vector<int64_t> first(static_cast<size_t>(c.tokens)), last(static_cast<size_t>(c.tokens));
   for (int64_t t = 0; t < c.tokens; ++t) {
@@ -366,9 +371,10 @@ TEST_P(CudaAttention, MatchesCpuReference) {
     args.group = group;
     args.head_dim = D;
     args.scale = scale;
-    args.keys = keys.data() + kv * D;
+    args.key_blocks = cache.key_blocks(0, kv);
+    args.key_block_stride = cache.key_block_stride();
     args.values = values.data() + kv * D;
-    args.kv_stride = c.kv_heads * D;
+    args.value_stride = c.kv_heads * D;
     args.first = first.data();
     args.last = last.data();
     args.sinks = c.sinks ? sinks.data() + kv * group : nullptr;

@@ -70,9 +70,11 @@ void attention_head_reference(const AttentionHeadArgs& args) {
       double max_score = args.sinks ? args.sinks[g] : -std::numeric_limits<double>::infinity();
       scores.assign(static_cast<size_t>(last - first + 1), 0.0);
       for (int64_t j = first; j <= last; ++j) {
-        const float* key = args.keys + j * args.kv_stride;
+        const float* key = args.key_blocks + (j / kKeyBlock) * args.key_block_stride + j % kKeyBlock;
         double dot = 0.0;
-        for (int64_t d = 0; d < args.head_dim; ++d) dot += static_cast<double>(query[d]) * key[d];
+        for (int64_t d = 0; d < args.head_dim; ++d) {
+          dot += static_cast<double>(query[d]) * key[d * kKeyBlock];
+        }
         scores[static_cast<size_t>(j - first)] = dot * args.scale;
         max_score = std::max(max_score, scores[static_cast<size_t>(j - first)]);
       }
@@ -84,7 +86,7 @@ void attention_head_reference(const AttentionHeadArgs& args) {
       for (int64_t d = 0; d < args.head_dim; ++d) {
         double value = 0.0;
         for (int64_t j = first; j <= last; ++j) {
-          value += scores[static_cast<size_t>(j - first)] * args.values[j * args.kv_stride + d];
+          value += scores[static_cast<size_t>(j - first)] * args.values[j * args.value_stride + d];
         }
         output[d] = static_cast<float>(value / sum);
       }

@@ -1,10 +1,11 @@
 // Causal attention of the query heads that share one KV head (GQA), on f32 caches. This is the
 // inner loop of layers/attention.cpp: prefill calls it with hundreds of rows, decode with one.
 //
-// The kernel walks the keys in blocks (flash-attention style, online softmax): each block of
-// keys is transposed once into [head_dim, block] and every query of the task reuses it, so the
-// q.k products are FMAs over lanes of keys without horizontal sums, and one pass over the cache
-// serves all rows of a prefill chunk. Compiled once per instruction set, like the matmul kernels.
+// The kernel walks the keys in blocks of kKeyBlock positions (flash-attention style, online
+// softmax). Keys come already transposed per block, [head_dim, kKeyBlock] (the KV cache stores
+// them so), so the q.k products are FMAs over lanes of keys without horizontal sums, and one
+// pass over the cache serves all rows of a prefill chunk. Compiled once per instruction set,
+// like the matmul kernels.
 #pragma once
 
 #include <cstdint>
@@ -12,6 +13,8 @@
 #include "backend/cpu/cpu_isa.h"
 
 namespace moenav::cpu {
+
+constexpr int64_t kKeyBlock = 64;  // positions per key block
 
 // Legend: R = rows (tokens), G = query heads per KV head, D = head_dim.
 struct AttentionHeadArgs {
@@ -21,9 +24,12 @@ struct AttentionHeadArgs {
   int64_t group = 1;               // G
   int64_t head_dim = 0;            // D
   float scale = 1.0f;              // applied to every q.k
-  const float* keys = nullptr;     // position j at keys + j * kv_stride, D floats
-  const float* values = nullptr;   // position j at values + j * kv_stride, D floats
-  int64_t kv_stride = 0;
+  // Keys of positions [b * kKeyBlock, (b + 1) * kKeyBlock) at key_blocks + b * key_block_stride,
+  // [D, kKeyBlock]: dimension d of position j at [d * kKeyBlock + j % kKeyBlock].
+  const float* key_blocks = nullptr;
+  int64_t key_block_stride = 0;
+  const float* values = nullptr;   // position j at values + j * value_stride, D floats
+  int64_t value_stride = 0;
   const int64_t* first = nullptr;  // [R] earliest visible position of each row
   const int64_t* last = nullptr;   // [R] latest visible position (inclusive), >= first
   const float* sinks = nullptr;    // [G] an extra softmax logit per head (gpt-oss), or nullptr
