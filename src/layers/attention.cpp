@@ -71,9 +71,10 @@ void attend_rows(const ModelConfig& config, const LayerWeights& weights, int64_t
     args.group = group;
     args.head_dim = head_dim;
     args.scale = scale;
+    args.kv_type = cache.type();
     args.key_blocks = cache.key_blocks(layer, task.kv_head);
     args.key_block_stride = cache.key_block_stride();
-    args.values = cache.values(layer, 0) + task.kv_head * head_dim;
+    args.values = cache.head_values(layer, task.kv_head);
     args.value_stride = cache.kv_dim();
     args.first = first.data() + task.row_begin;
     args.last = last.data() + task.row_begin;
@@ -130,7 +131,7 @@ void attention_forward(const ModelConfig& config, const LayerWeights& weights, i
       rope.apply(q_row, config.n_heads, row.position);
       rope.apply(k_row, config.n_kv_heads, row.position);
       row.cache->store_key(layer, row.position, k_row);
-      std::copy(v + r * kv_dim, v + (r + 1) * kv_dim, row.cache->values(layer, row.position));
+      row.cache->store_value(layer, row.position, v + r * kv_dim);
     }
   });
 

@@ -3,18 +3,21 @@
 //   GQA: for each layer, values [positions, kv_dim] and keys in blocks of kKeyBlock positions,
 //        [blocks, kv_heads, head_dim, kKeyBlock]: each block is already in the transposed form
 //        the attention kernel multiplies with (backend/cpu/attention.h), so no step re-arranges
-//        the keys a sequence has cached;
-//   MLA (DeepSeek): for each layer, one row [positions, kv_lora_rank + qk_rope] holding the
+//        the keys a sequence has cached. Elements are f32 or f16 (kv_cache.type), halving the
+//        bytes a long context costs and every decode step reads;
+//   MLA (DeepSeek): for each layer, one f32 row [positions, kv_lora_rank + qk_rope] holding the
 //        normalized latent and the rotated shared key, and no values: the per-head keys and
 //        values are never materialized (the queries absorb kv_b, see attention_mla.cpp).
 #pragma once
 
-#include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "backend/cpu/attention.h"
 #include "core/check.h"
+#include "core/dtype.h"
+#include "quant/quant.h"
 
 namespace moenav {
 
@@ -22,6 +25,7 @@ class KvCache {
  public:
   struct Gqa {
     int64_t n_kv_heads, head_dim;
+    DType type = DType::F32;  // F32 or F16
   };
   struct Rows {
     int64_t key_width, value_width;
@@ -29,24 +33,23 @@ class KvCache {
   KvCache(int64_t n_layers, Gqa layout, int64_t context)
       : KvCache(n_layers, layout.n_kv_heads * layout.head_dim, layout.n_kv_heads * layout.head_dim,
                 context) {
+    MOENAV_CHECK(layout.type == DType::F32 || layout.type == DType::F16);
     head_dim_ = layout.head_dim;
+    type_ = layout.type;
   }
   KvCache(int64_t n_layers, Rows layout, int64_t context)
       : KvCache(n_layers, layout.key_width, layout.value_width, context) {}
 
   int64_t context() const { return context_; }
   int64_t kv_dim() const { return key_width_; }
-  int64_t key_width() const { return key_width_; }
-  int64_t value_width() const { return value_width_; }
+  DType type() const { return type_; }
   bool blocked_keys() const { return head_dim_ > 0; }
-  // State bytes per position and layer.
-  int64_t bytes_per_token_per_layer() const { return (key_width_ + value_width_) * 4; }
   int64_t bytes() const {
-    int64_t floats = 0;
+    int64_t total = 0;
     for (size_t layer = 0; layer < keys_.size(); ++layer) {
-      floats += static_cast<int64_t>(keys_[layer].size() + values_[layer].size());
+      total += static_cast<int64_t>(keys_[layer].size() + values_[layer].size());
     }
-    return floats * 4;
+    return total;
   }
 
   // Makes room for positions [0, positions).
@@ -59,36 +62,46 @@ class KvCache {
     const int64_t key_positions =
         blocked_keys() ? (capacity_ + kBlock - 1) / kBlock * kBlock : capacity_;
     for (size_t layer = 0; layer < keys_.size(); ++layer) {
-      keys_[layer].resize(static_cast<size_t>(key_positions * key_width_));
-      values_[layer].resize(static_cast<size_t>(capacity_ * value_width_));
+      keys_[layer].resize(static_cast<size_t>(key_positions * key_width_ * element_bytes()));
+      values_[layer].resize(static_cast<size_t>(capacity_ * value_width_ * element_bytes()));
     }
   }
 
   // Writes the key row [key_width] of one position (GQA: kv heads of head_dim each).
   void store_key(int64_t layer, int64_t position, const float* row) {
     MOENAV_CHECK(position < capacity_);
-    float* keys = keys_[static_cast<size_t>(layer)].data();
+    uint8_t* keys = keys_[static_cast<size_t>(layer)].data();
     if (!blocked_keys()) {
-      std::copy(row, row + key_width_, keys + position * key_width_);
+      std::memcpy(keys + position * key_width_ * 4, row, static_cast<size_t>(key_width_ * 4));
       return;
     }
-    float* block = keys + (position / kBlock) * key_block_stride() + position % kBlock;
-    for (int64_t i = 0; i < key_width_; ++i) block[i * kBlock] = row[i];  // i = head * D + d
+    const int64_t first = (position / kBlock) * key_block_stride() + position % kBlock;
+    for (int64_t i = 0; i < key_width_; ++i) store(keys, first + i * kBlock, row[i]);  // i = h D + d
   }
+  // Writes the value row [value_width] of one position.
+  void store_value(int64_t layer, int64_t position, const float* row) {
+    MOENAV_CHECK(position < capacity_);
+    uint8_t* values = values_[static_cast<size_t>(layer)].data();
+    for (int64_t i = 0; i < value_width_; ++i) store(values, position * value_width_ + i, row[i]);
+  }
+
   // MLA: the cached row of one position.
   const float* key_row(int64_t layer, int64_t position) const {
     MOENAV_CHECK(!blocked_keys());
-    return keys_[static_cast<size_t>(layer)].data() + position * key_width_;
+    return reinterpret_cast<const float*>(keys_[static_cast<size_t>(layer)].data()) +
+           position * key_width_;
   }
-  // GQA: block 0 of one KV head, [head_dim, kKeyBlock]; block b is key_block_stride() further.
-  const float* key_blocks(int64_t layer, int64_t kv_head) const {
+  // GQA, as cpu::AttentionHeadArgs takes them (elements of type()): block 0 of one KV head's
+  // keys, [head_dim, kKeyBlock], block b key_block_stride() elements further; the head's value
+  // at position 0, position j kv_dim() elements further.
+  const void* key_blocks(int64_t layer, int64_t kv_head) const {
     MOENAV_CHECK(blocked_keys());
-    return keys_[static_cast<size_t>(layer)].data() + kv_head * head_dim_ * kBlock;
+    return keys_[static_cast<size_t>(layer)].data() + kv_head * head_dim_ * kBlock * element_bytes();
   }
   int64_t key_block_stride() const { return key_width_ * kBlock; }
-
-  float* values(int64_t layer, int64_t position) {
-    return values_[static_cast<size_t>(layer)].data() + position * value_width_;
+  const void* head_values(int64_t layer, int64_t kv_head) const {
+    MOENAV_CHECK(blocked_keys());
+    return values_[static_cast<size_t>(layer)].data() + kv_head * head_dim_ * element_bytes();
   }
 
  private:
@@ -100,13 +113,24 @@ class KvCache {
         keys_(n_layers),
         values_(n_layers) {}
 
+  int64_t element_bytes() const { return type_ == DType::F16 ? 2 : 4; }
+  void store(uint8_t* base, int64_t index, float x) const {
+    if (type_ == DType::F16) {
+      const uint16_t half = quant::fp32_to_fp16(x);
+      std::memcpy(base + index * 2, &half, 2);
+    } else {
+      std::memcpy(base + index * 4, &x, 4);
+    }
+  }
+
   int64_t key_width_;
   int64_t value_width_;
   int64_t head_dim_ = 0;  // > 0: GQA, keys in blocks
+  DType type_ = DType::F32;
   int64_t context_;
   int64_t capacity_ = 0;
-  std::vector<std::vector<float>> keys_;    // [n_layers][...] (see the layouts above)
-  std::vector<std::vector<float>> values_;  // [n_layers][capacity, value_width]
+  std::vector<std::vector<uint8_t>> keys_;    // [n_layers][bytes] (see the layouts above)
+  std::vector<std::vector<uint8_t>> values_;  // [n_layers][capacity, value_width] elements
 };
 
 }  // namespace moenav

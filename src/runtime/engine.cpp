@@ -81,6 +81,14 @@ Expected<std::unique_ptr<Engine>> Engine::create(const std::string& model_path,
                           config.kv_cache.context, model.context_length);
   }
   engine->context_ = config.kv_cache.context > 0 ? config.kv_cache.context : model.context_length;
+  if (config.kv_cache.type == "f16") {
+    if (model.attention == AttentionKind::Mla) {
+      return Status::error("kv_cache.type = f16: MLA attention (DeepSeek) caches f32 latents only");
+    }
+    if (config.device.backend == "cuda") {
+      return Status::error("kv_cache.type = f16 is not implemented on the cuda backend (use f32)");
+    }
+  }
   engine->pool_ = std::make_unique<ThreadPool>(config.device.threads);
   MOENAV_ASSIGN_OR_RETURN(RoutingPolicy policy, RoutingPolicy::create(config.routing, model,
                                                                       &engine->model_->weights,
@@ -121,8 +129,11 @@ std::unique_ptr<Session> Engine::new_session() const {
   const ModelConfig& c = model_->config;
   auto cache = c.attention == AttentionKind::Mla
                    ? std::make_unique<KvCache>(c.n_layers, KvCache::Rows{c.kv_cache_width(), 0}, context_)
-                   : std::make_unique<KvCache>(c.n_layers, KvCache::Gqa{c.n_kv_heads, c.head_dim},
-                                               context_);
+                   : std::make_unique<KvCache>(
+                         c.n_layers,
+                         KvCache::Gqa{c.n_kv_heads, c.head_dim,
+                                      config_.kv_cache.type == "f16" ? DType::F16 : DType::F32},
+                         context_);
   return std::unique_ptr<Session>(new Session(std::move(cache)));
 }
 

@@ -1,5 +1,7 @@
 // The trained tiny models (bf16 safetensors) against transformers: logits within 1e-3 with the
 // same argmax everywhere, and the greedy continuations of reference.json's prompts.
+#include <cstdio>
+
 #include "golden.h"
 #include "tokenizer/tokenizer.h"
 
@@ -35,6 +37,21 @@ TEST_P(GoldenModel, LogitsMatchTransformers) {
   EXPECT_EQ(result.positions, 128);
   EXPECT_LE(result.max_abs_diff, 1e-3);
   EXPECT_EQ(result.argmax_mismatches, 0);
+}
+
+// An f16 KV cache rounds each cached element to 11 significant bits; the logits stay close to
+// the reference (the f32 cache's 1e-3 does not apply) and the greedy argmax holds.
+TEST_P(GoldenModel, HalfKvCacheStaysCloseToTransformers) {
+  EngineConfig config;
+  config.kv_cache.type = "f16";
+  auto engine = open_engine(directory_, config);
+  ASSERT_TRUE(engine);
+  const LogitsComparison result = compare_logits(*engine, directory_ + "/reference_logits.safetensors");
+  EXPECT_EQ(result.positions, 128);
+  EXPECT_LE(result.max_abs_diff, 2e-2);
+  EXPECT_EQ(result.argmax_mismatches, 0);
+  std::printf("f16 KV cache: max |logit difference| %.3g, %lld argmax mismatches\n",
+              result.max_abs_diff, static_cast<long long>(result.argmax_mismatches));
 }
 
 TEST_P(GoldenModel, GreedyContinuationsMatchTransformers) {

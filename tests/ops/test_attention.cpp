@@ -1,6 +1,7 @@
 // The blocked attention kernel on every instruction set against the plain reference (two-pass
 // softmax, double sums): one table of cases (decode, prefill chunks, GQA groups, sliding windows,
 // sinks, head sizes that do not fill a vector), error as NMSE.
+#include <cmath>
 #include <random>
 #include <vector>
 
@@ -43,61 +44,119 @@ double nmse(const std::vector<float>& got, const std::vector<float>& want) {
   return error / std::max(energy, 1e-30);
 }
 
+// The kernel reads the cache's layout (KvCache::store_key / store_value) in f32 and f16; the
+// reference reads the same elements, so the two differ only in the order of float sums.
 TEST(Attention, EveryIsaMatchesReference) {
   std::mt19937 random(7);
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  for (const AttentionCase& c : kCases) {
-    const int64_t n_positions = c.start + c.n_rows;
-    // Keys in the cache's block layout, of the second of three KV heads. Positions past the last
-    // row's (a later chunk's keys, still in the last block) hold huge values: they must be masked.
-    constexpr int64_t kKvHeads = 3;
-    const int64_t kv_dim = kKvHeads * c.head_dim;
-    const int64_t cached = n_positions + 20;
-    KvCache cache(1, KvCache::Gqa{kKvHeads, c.head_dim}, cached);
-    cache.reserve(cached);
-    std::vector<float> key_row(static_cast<size_t>(kv_dim));
-    for (int64_t j = 0; j < cached; ++j) {
-      for (float& x : key_row) x = j < n_positions ? normal(random) : 1e30f;
-      cache.store_key(0, j, key_row.data());
-    }
-    std::vector<float> values(static_cast<size_t>(cached * kv_dim));
-    for (float& x : values) x = normal(random);
-    const int64_t row_stride = c.group * c.head_dim + 16;
-    std::vector<float> queries(static_cast<size_t>(c.n_rows * row_stride));
-    for (float& x : queries) x = 2.0f * normal(random);  // peaked softmax
-    std::vector<float> sinks(static_cast<size_t>(c.group));
-    for (float& x : sinks) x = normal(random);
-    std::vector<int64_t> first(static_cast<size_t>(c.n_rows)), last(first.size());
-    for (int64_t r = 0; r < c.n_rows; ++r) {
-      last[static_cast<size_t>(r)] = c.start + r;
-      first[static_cast<size_t>(r)] = c.window > 0 ? std::max<int64_t>(0, c.start + r - c.window + 1) : 0;
-    }
-    AttentionHeadArgs args;
-    args.queries = queries.data();
-    args.row_stride = row_stride;
-    args.n_rows = c.n_rows;
-    args.group = c.group;
-    args.head_dim = c.head_dim;
-    args.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
-    args.key_blocks = cache.key_blocks(0, 1);
-    args.key_block_stride = cache.key_block_stride();
-    args.values = values.data() + c.head_dim;
-    args.value_stride = kv_dim;
-    args.first = first.data();
-    args.last = last.data();
-    args.sinks = c.sinks ? sinks.data() : nullptr;
-    args.output_stride = row_stride;
-    std::vector<float> expected(queries.size(), 0.0f);
-    args.output = expected.data();
-    attention_head_reference(args);
-    for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512}) {
-      if (!isa_supported(isa)) continue;
-      std::vector<float> got(queries.size(), 0.0f);
-      args.output = got.data();
-      attention_head(args, isa);
-      EXPECT_LE(nmse(got, expected), 1e-10) << c.name << " on " << isa_name(isa);
+  for (DType type : {DType::F32, DType::F16}) {
+    for (const AttentionCase& c : kCases) {
+      const int64_t n_positions = c.start + c.n_rows;
+      // The second of three KV heads. Positions past the last row's (a later chunk's, still in
+      // the last key block) hold huge values: they must be masked.
+      constexpr int64_t kKvHeads = 3;
+      const int64_t kv_dim = kKvHeads * c.head_dim;
+      const int64_t cached = n_positions + 20;
+      KvCache cache(1, KvCache::Gqa{kKvHeads, c.head_dim, type}, cached);
+      cache.reserve(cached);
+      std::vector<float> row(static_cast<size_t>(kv_dim));
+      for (int64_t j = 0; j < cached; ++j) {
+        for (float& x : row) x = j < n_positions ? normal(random) : 6e4f;
+        cache.store_key(0, j, row.data());
+        for (float& x : row) x = j < n_positions ? normal(random) : 6e4f;
+        cache.store_value(0, j, row.data());
+      }
+      const int64_t row_stride = c.group * c.head_dim + 16;
+      std::vector<float> queries(static_cast<size_t>(c.n_rows * row_stride));
+      for (float& x : queries) x = 2.0f * normal(random);  // peaked softmax
+      std::vector<float> sinks(static_cast<size_t>(c.group));
+      for (float& x : sinks) x = normal(random);
+      std::vector<int64_t> first(static_cast<size_t>(c.n_rows)), last(first.size());
+      for (int64_t r = 0; r < c.n_rows; ++r) {
+        last[static_cast<size_t>(r)] = c.start + r;
+        first[static_cast<size_t>(r)] =
+            c.window > 0 ? std::max<int64_t>(0, c.start + r - c.window + 1) : 0;
+      }
+      AttentionHeadArgs args;
+      args.queries = queries.data();
+      args.row_stride = row_stride;
+      args.n_rows = c.n_rows;
+      args.group = c.group;
+      args.head_dim = c.head_dim;
+      args.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+      args.kv_type = type;
+      args.key_blocks = cache.key_blocks(0, 1);
+      args.key_block_stride = cache.key_block_stride();
+      args.values = cache.head_values(0, 1);
+      args.value_stride = kv_dim;
+      args.first = first.data();
+      args.last = last.data();
+      args.sinks = c.sinks ? sinks.data() : nullptr;
+      args.output_stride = row_stride;
+      std::vector<float> expected(queries.size(), 0.0f);
+      args.output = expected.data();
+      attention_head_reference(args);
+      for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512}) {
+        if (!isa_supported(isa)) continue;
+        std::vector<float> got(queries.size(), 0.0f);
+        args.output = got.data();
+        attention_head(args, isa);
+        EXPECT_LE(nmse(got, expected), 1e-10)
+            << c.name << " on " << isa_name(isa) << ", " << dtype_name(type) << " cache";
+      }
     }
   }
+}
+
+// An f16 cache stores each element rounded to half precision (relative error <= 2^-11), so its
+// attention stays within about that of the f32 cache's on the same data.
+TEST(Attention, HalfCacheIsCloseToFloatCache) {
+  std::mt19937 random(9);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  constexpr int64_t kRows = 40, kStart = 200, kGroup = 4, kDim = 64;
+  const int64_t n_positions = kStart + kRows;
+  KvCache f32(1, KvCache::Gqa{1, kDim, DType::F32}, n_positions);
+  KvCache f16(1, KvCache::Gqa{1, kDim, DType::F16}, n_positions);
+  f32.reserve(n_positions);
+  f16.reserve(n_positions);
+  std::vector<float> key(kDim), value(kDim);
+  for (int64_t j = 0; j < n_positions; ++j) {
+    for (float& x : key) x = normal(random);
+    for (float& x : value) x = normal(random);
+    for (KvCache* cache : {&f32, &f16}) {
+      cache->store_key(0, j, key.data());
+      cache->store_value(0, j, value.data());
+    }
+  }
+  std::vector<float> queries(static_cast<size_t>(kRows * kGroup * kDim));
+  for (float& x : queries) x = normal(random);
+  std::vector<int64_t> first(kRows, 0), last(kRows);
+  for (int64_t r = 0; r < kRows; ++r) last[static_cast<size_t>(r)] = kStart + r;
+  std::vector<float> outputs[2];
+  for (int i = 0; i < 2; ++i) {
+    const KvCache& cache = i == 0 ? f32 : f16;
+    outputs[i].assign(queries.size(), 0.0f);
+    AttentionHeadArgs args;
+    args.queries = queries.data();
+    args.row_stride = kGroup * kDim;
+    args.n_rows = kRows;
+    args.group = kGroup;
+    args.head_dim = kDim;
+    args.scale = 1.0f / std::sqrt(static_cast<float>(kDim));
+    args.kv_type = cache.type();
+    args.key_blocks = cache.key_blocks(0, 0);
+    args.key_block_stride = cache.key_block_stride();
+    args.values = cache.head_values(0, 0);
+    args.value_stride = kDim;
+    args.first = first.data();
+    args.last = last.data();
+    args.output = outputs[i].data();
+    args.output_stride = kGroup * kDim;
+    attention_head(args);
+  }
+  const double error = nmse(outputs[1], outputs[0]);
+  EXPECT_GT(error, 0.0);  // the halves did round
+  EXPECT_LE(error, 1e-6);
 }
 
 }  // namespace

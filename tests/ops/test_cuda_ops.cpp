@@ -355,7 +355,10 @@ TEST_P(CudaAttention, MatchesCpuReference) {
 
   KvCache cache(1, KvCache::Gqa{c.kv_heads, D}, positions);  // the CPU reference's key layout
   cache.reserve(positions);
-  for (int64_t j = 0; j < positions; ++j) cache.store_key(0, j, keys.data() + j * c.kv_heads * D);
+  for (int64_t j = 0; j < positions; ++j) {
+    cache.store_key(0, j, keys.data() + j * c.kv_heads * D);
+    cache.store_value(0, j, values.data() + j * c.kv_heads * D);
+  }
 
   std::vector<float> expected(queries.size());
   std::vector<int64_t> first(static_cast<size_t>(c.tokens)), last(static_cast<size_t>(c.tokens));
@@ -373,7 +376,7 @@ TEST_P(CudaAttention, MatchesCpuReference) {
     args.scale = scale;
     args.key_blocks = cache.key_blocks(0, kv);
     args.key_block_stride = cache.key_block_stride();
-    args.values = values.data() + kv * D;
+    args.values = cache.head_values(0, kv);
     args.value_stride = c.kv_heads * D;
     args.first = first.data();
     args.last = last.data();

@@ -31,7 +31,7 @@ void silu_mul_avx512(float* gate, const float* up, int64_t n) {
 #pragma GCC pop_options
 
 #pragma GCC push_options
-#pragma GCC target("avx2,fma")
+#pragma GCC target("avx2,fma,f16c")
 void silu_mul_avx2(float* gate, const float* up, int64_t n) {
   silu_mul_body<simd::avx2::Vec>(gate, up, n);
 }

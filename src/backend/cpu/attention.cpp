@@ -35,7 +35,7 @@ using Vec = simd::avx512::Vec;
 namespace avx2 {
 using Vec = simd::avx2::Vec;
 #pragma GCC push_options
-#pragma GCC target("avx2,fma")
+#pragma GCC target("avx2,fma,f16c")
 #include "backend/cpu/attention_body.inc"
 #pragma GCC pop_options
 }  // namespace avx2
@@ -51,16 +51,29 @@ using Vec = simd::scalar::Vec;
 void attention_head(const AttentionHeadArgs& args, Isa isa) {
   MOENAV_CHECK(args.n_rows >= 0 && args.group >= 1 && args.head_dim >= 1);
   if (args.n_rows == 0) return;
+  MOENAV_CHECK(args.kv_type == DType::F32 || args.kv_type == DType::F16);
+  const bool half = args.kv_type == DType::F16;
   switch (isa) {
 #if defined(__x86_64__) && defined(__GNUC__)
-    case Isa::Avx512: return avx512::attention_head_impl(args);
-    case Isa::Avx2: return avx2::attention_head_impl(args);
+    case Isa::Avx512:
+      return half ? avx512::attention_head_impl<uint16_t>(args)
+                  : avx512::attention_head_impl<float>(args);
+    case Isa::Avx2:
+      return half ? avx2::attention_head_impl<uint16_t>(args)
+                  : avx2::attention_head_impl<float>(args);
 #endif
-    default: return scalar::attention_head_impl(args);
+    default:
+      return half ? scalar::attention_head_impl<uint16_t>(args)
+                  : scalar::attention_head_impl<float>(args);
   }
 }
 
 void attention_head_reference(const AttentionHeadArgs& args) {
+  const bool half = args.kv_type == DType::F16;
+  auto element = [half](const void* base, int64_t index) -> double {
+    return half ? simd::to_f32(static_cast<const uint16_t*>(base)[index])
+                : static_cast<const float*>(base)[index];
+  };
   std::vector<double> scores;
   for (int64_t r = 0; r < args.n_rows; ++r) {
     for (int64_t g = 0; g < args.group; ++g) {
@@ -70,10 +83,10 @@ void attention_head_reference(const AttentionHeadArgs& args) {
       double max_score = args.sinks ? args.sinks[g] : -std::numeric_limits<double>::infinity();
       scores.assign(static_cast<size_t>(last - first + 1), 0.0);
       for (int64_t j = first; j <= last; ++j) {
-        const float* key = args.key_blocks + (j / kKeyBlock) * args.key_block_stride + j % kKeyBlock;
+        const int64_t key = (j / kKeyBlock) * args.key_block_stride + j % kKeyBlock;
         double dot = 0.0;
         for (int64_t d = 0; d < args.head_dim; ++d) {
-          dot += static_cast<double>(query[d]) * key[d * kKeyBlock];
+          dot += query[d] * element(args.key_blocks, key + d * kKeyBlock);
         }
         scores[static_cast<size_t>(j - first)] = dot * args.scale;
         max_score = std::max(max_score, scores[static_cast<size_t>(j - first)]);
@@ -86,7 +99,8 @@ void attention_head_reference(const AttentionHeadArgs& args) {
       for (int64_t d = 0; d < args.head_dim; ++d) {
         double value = 0.0;
         for (int64_t j = first; j <= last; ++j) {
-          value += scores[static_cast<size_t>(j - first)] * args.values[j * args.value_stride + d];
+          const double weight = scores[static_cast<size_t>(j - first)];
+          value += weight * element(args.values, j * args.value_stride + d);
         }
         output[d] = static_cast<float>(value / sum);
       }

@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "backend/cpu/cpu_isa.h"
+#include "core/dtype.h"
 
 namespace moenav::cpu {
 
@@ -24,11 +25,14 @@ struct AttentionHeadArgs {
   int64_t group = 1;               // G
   int64_t head_dim = 0;            // D
   float scale = 1.0f;              // applied to every q.k
-  // Keys of positions [b * kKeyBlock, (b + 1) * kKeyBlock) at key_blocks + b * key_block_stride,
-  // [D, kKeyBlock]: dimension d of position j at [d * kKeyBlock + j % kKeyBlock].
-  const float* key_blocks = nullptr;
+  // Cached keys and values, of kv_type elements (F32, or F16: IEEE halves). Keys of positions
+  // [b * kKeyBlock, (b + 1) * kKeyBlock) at element b * key_block_stride of key_blocks,
+  // [D, kKeyBlock]: dimension d of position j at [d * kKeyBlock + j % kKeyBlock]. Values of
+  // position j at element j * value_stride of values, D of them.
+  DType kv_type = DType::F32;
+  const void* key_blocks = nullptr;
   int64_t key_block_stride = 0;
-  const float* values = nullptr;   // position j at values + j * value_stride, D floats
+  const void* values = nullptr;
   int64_t value_stride = 0;
   const int64_t* first = nullptr;  // [R] earliest visible position of each row
   const int64_t* last = nullptr;   // [R] latest visible position (inclusive), >= first

@@ -5,12 +5,19 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
 
+#include "quant/quant.h"
+
 namespace moenav::cpu::simd {
+
+// A cache element as float: f32 as is, uint16_t as an IEEE half.
+inline float to_f32(float x) { return x; }
+inline float to_f32(uint16_t half) { return quant::fp16_to_fp32(half); }
 
 // exp(x) for x <= 88 to about 2 ulp (Cephes expf: 2^n * e^r with |r| <= ln2/2); inputs below
 // -87 give exp(-87), the caller zeroes what must be exactly 0.
@@ -36,6 +43,9 @@ struct Vec {
   static V zero() { return _mm512_setzero_ps(); }
   static V set1(float x) { return _mm512_set1_ps(x); }
   static V load(const float* p) { return _mm512_loadu_ps(p); }
+  static V load(const uint16_t* p) {  // IEEE halves
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
   static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
   static V add(V a, V b) { return _mm512_add_ps(a, b); }
   static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
@@ -62,7 +72,7 @@ struct Vec {
 #pragma GCC diagnostic pop
 
 #pragma GCC push_options
-#pragma GCC target("avx2,fma")
+#pragma GCC target("avx2,fma,f16c")
 namespace avx2 {
 struct Vec {
   static constexpr int kLanes = 8;
@@ -70,6 +80,9 @@ struct Vec {
   static V zero() { return _mm256_setzero_ps(); }
   static V set1(float x) { return _mm256_set1_ps(x); }
   static V load(const float* p) { return _mm256_loadu_ps(p); }
+  static V load(const uint16_t* p) {  // IEEE halves
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
   static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
   static V add(V a, V b) { return _mm256_add_ps(a, b); }
   static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
@@ -92,14 +105,16 @@ struct Vec {
   }
   static V exp(V x) {
     x = _mm256_max_ps(x, set1(kExpLow));
-    const V n = _mm256_round_ps(_mm256_mul_ps(x, set1(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const V n = _mm256_round_ps(_mm256_mul_ps(x, set1(kLog2e)),
+                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     V r = _mm256_fnmadd_ps(n, set1(kLn2High), x);
     r = _mm256_fnmadd_ps(n, set1(kLn2Low), r);
     V y = set1(kExpPoly[0]);
     for (int c = 1; c < 6; ++c) y = _mm256_fmadd_ps(y, r, set1(kExpPoly[c]));
     y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, set1(1.0f)));
     // 2^n through the exponent field (n >= -126 after the clamp).
-    const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    const __m256i bits = _mm256_slli_epi32(
+        _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(y, _mm256_castsi256_ps(bits));
   }
 };
@@ -115,6 +130,7 @@ struct Vec {
   static V zero() { return 0.0f; }
   static V set1(float x) { return x; }
   static V load(const float* p) { return *p; }
+  static V load(const uint16_t* p) { return quant::fp16_to_fp32(*p); }
   static void store(float* p, V v) { *p = v; }
   static V add(V a, V b) { return a + b; }
   static V sub(V a, V b) { return a - b; }
