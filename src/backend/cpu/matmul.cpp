@@ -17,7 +17,9 @@ namespace moenav::cpu {
 namespace {
 
 constexpr int64_t kRowAlignment = 16;              // f32 outputs per 64-byte cache line
-constexpr int64_t kMinBytesPerThread = 64 * 1024;  // weight bytes x tokens worth a wake-up
+// Weight bytes x tokens worth waking a thread: at 16 KiB an expert matvec of the embedded model
+// (52 KB) splits in two, and decode runs ~15% faster than at 64 KiB; 4 KiB is no better.
+constexpr int64_t kMinBytesPerThread = 16 * 1024;
 constexpr int64_t kGroupBytes = 256 * 1024;        // weight rows kept in L2 while tokens stream
 
 void check_weight(const TensorView& weight) {
