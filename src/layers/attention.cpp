@@ -114,9 +114,9 @@ void attention_forward(const ModelConfig& config, const LayerWeights& weights, i
   float* q = work.q.data();  // [T, q_dim]
   float* k = work.k.data();  // [T, kv_dim]
   float* v = work.v.data();  // [T, kv_dim]
-  cpu::matmul(weights.attn_q, normed, n_rows, q, pool);
-  cpu::matmul(weights.attn_k, normed, n_rows, k, pool);
-  cpu::matmul(weights.attn_v, normed, n_rows, v, pool);
+  const TensorView* projections[] = {&weights.attn_q, &weights.attn_k, &weights.attn_v};
+  float* const projected[] = {q, k, v};
+  cpu::matmul_shared_input(projections, normed, n_rows, projected, pool);
   add_bias(q, weights.attn_q_bias, n_rows, q_dim);
   add_bias(k, weights.attn_k_bias, n_rows, kv_dim);
   add_bias(v, weights.attn_v_bias, n_rows, kv_dim);

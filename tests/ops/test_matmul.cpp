@@ -287,6 +287,30 @@ TEST(Matmul, BatchAndRowRangeInvariant) {
   }
 }
 
+// Products sharing one input in one region give each weight's matmul bits, with weights of
+// different activation formats (Q8_0, Q8_K, f32) and sizes, so row ranges cross from one weight
+// to the next, for a decode token and a prefill batch.
+TEST(Matmul, SharedInputEqualsSeparateProducts) {
+  ThreadPool pool(3);
+  for (int64_t tokens : {1, 9}) {
+    const Problem q = make_problem({DType::Q8_0, 256, 512, tokens}, 5);
+    const Problem k = make_problem({DType::Q4_K, 48, 512, tokens}, 6);
+    const Problem v = make_problem({DType::F32, 80, 512, tokens}, 7);
+    const Problem o = make_problem({DType::Q4_0, 1100, 512, tokens}, 8);
+    const TensorView* weights[] = {&q.weight, &k.weight, &v.weight, &o.weight};
+    std::vector<float> shared[4], separate[4];
+    float* outputs[4];
+    for (int i = 0; i < 4; ++i) {
+      shared[i].assign(static_cast<size_t>(tokens * weights[i]->rows()), NAN);
+      separate[i].assign(shared[i].size(), NAN);
+      outputs[i] = shared[i].data();
+      cpu::matmul(*weights[i], q.input.data(), tokens, separate[i].data(), pool);
+    }
+    cpu::matmul_shared_input(weights, q.input.data(), tokens, outputs, pool);
+    for (int i = 0; i < 4; ++i) EXPECT_EQ(shared[i], separate[i]) << "weight " << i << " T=" << tokens;
+  }
+}
+
 TEST(Matmul, RowsSubrangeWithStride) {
   const Case c{DType::BF16, 50, 96, 5};
   const Problem p = make_problem(c, 99);

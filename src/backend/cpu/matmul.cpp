@@ -8,6 +8,7 @@
 #include "backend/cpu/matmul.h"
 
 #include <algorithm>
+#include <array>
 
 #include "backend/cpu/matmul_kernels.h"
 #include "core/check.h"
@@ -177,6 +178,54 @@ void matmul(Isa isa, const TensorView& weight, const float* input, int64_t n_tok
 void matmul(const TensorView& weight, const float* input, int64_t n_tokens, float* output,
             ThreadPool& pool) {
   matmul(best_isa(), weight, input, n_tokens, output, pool);
+}
+
+void matmul_shared_input(std::span<const TensorView* const> weights, const float* input,
+                         int64_t n_tokens, std::span<float* const> outputs, ThreadPool& pool) {
+  MOENAV_CHECK(!weights.empty() && weights.size() <= kMaxSharedInput);
+  MOENAV_CHECK(weights.size() == outputs.size());
+  if (n_tokens == 0) return;
+  // The caller's buffers, reached by the workers through `prepared` (see matmul).
+  thread_local std::array<PreparedInput, kMaxSharedInput> storage;
+  std::array<const PreparedInput*, kMaxSharedInput> prepared{};
+  int64_t total_rows = 0, total_bytes = 0;
+  for (size_t i = 0; i < weights.size(); ++i) {
+    const TensorView& weight = *weights[i];
+    check_weight(weight);
+    MOENAV_CHECK(weight.cols() == weights[0]->cols() && outputs[i] != nullptr);
+    const DType format = input_format_for(weight.dtype);
+    for (size_t j = 0; j < i && prepared[i] == nullptr; ++j) {
+      if (prepared[j]->format == format) prepared[i] = prepared[j];
+    }
+    if (prepared[i] == nullptr) {
+      prepare_input(weight.dtype, input, n_tokens, weight.cols(), storage[i], &pool);
+      prepared[i] = &storage[i];
+    }
+    total_rows += weight.rows();
+    total_bytes += weight.bytes();
+  }
+  // Rows [begin, end) of the weights taken end to end.
+  auto rows = [&](int64_t begin, int64_t end) {
+    int64_t offset = 0;
+    for (size_t i = 0; i < weights.size(); ++i) {
+      const int64_t n = weights[i]->rows();
+      const int64_t first = std::max<int64_t>(begin - offset, 0);
+      const int64_t last = std::min<int64_t>(end - offset, n);
+      if (first < last) matmul_rows(*weights[i], *prepared[i], outputs[i], n, first, last);
+      offset += n;
+    }
+  };
+  const int64_t by_work = std::max<int64_t>(1, total_bytes * n_tokens / kMinBytesPerThread);
+  const int64_t by_rows = (total_rows + kRowAlignment - 1) / kRowAlignment;
+  const int64_t threads = std::clamp<int64_t>(std::min(by_work, by_rows), 1, pool.size());
+  if (threads == 1) return rows(0, total_rows);
+  const int64_t chunk =
+      ((total_rows + threads - 1) / threads + kRowAlignment - 1) / kRowAlignment * kRowAlignment;
+  pool.run([&](int thread, int) {
+    const int64_t begin = std::min(total_rows, thread * chunk);
+    const int64_t end = std::min(total_rows, begin + chunk);
+    if (begin < end) rows(begin, end);
+  });
 }
 
 }  // namespace moenav::cpu

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <span>
 #include <utility>
 #include <vector>
 
@@ -21,6 +22,14 @@ namespace moenav::cpu {
 // call, in parallel, and shared by all threads.
 void matmul(const TensorView& weight, const float* input, int64_t n_tokens, float* output,
             ThreadPool& pool);
+
+// Several products of one input (attention's q, k and v): outputs[i] = input x weights[i]^T,
+// as matmul computes each, bit for bit, but with the input prepared once per activation format
+// and one parallel region over the weights' rows taken end to end. Weights share K; at most
+// kMaxSharedInput of them.
+constexpr size_t kMaxSharedInput = 4;
+void matmul_shared_input(std::span<const TensorView* const> weights, const float* input,
+                         int64_t n_tokens, std::span<float* const> outputs, ThreadPool& pool);
 
 // Single-threaded, for callers that split work themselves (experts running side by side):
 // computes output[t, n] for n in [row_begin, row_end). output_stride is the row pitch of output.
