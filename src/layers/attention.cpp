@@ -71,11 +71,7 @@ void attend_rows(const ModelConfig& config, const LayerWeights& weights, int64_t
     args.group = group;
     args.head_dim = head_dim;
     args.scale = scale;
-    args.kv_type = cache.type();
-    args.key_blocks = cache.key_blocks(layer, task.kv_head);
-    args.key_block_stride = cache.key_block_stride();
-    args.values = cache.head_values(layer, task.kv_head);
-    args.value_stride = cache.kv_dim();
+    cache.bind_head(layer, task.kv_head, args);
     args.first = first.data() + task.row_begin;
     args.last = last.data() + task.row_begin;
     args.sinks = sinks ? sinks + task.kv_head * group : nullptr;

@@ -103,6 +103,14 @@ class KvCache {
     MOENAV_CHECK(blocked_keys());
     return values_[static_cast<size_t>(layer)].data() + kv_head * head_dim_ * element_bytes();
   }
+  // Points args' cache fields (kv_type, keys, values and their strides) at one KV head.
+  void bind_head(int64_t layer, int64_t kv_head, cpu::AttentionHeadArgs& args) const {
+    args.kv_type = type_;
+    args.key_blocks = key_blocks(layer, kv_head);
+    args.key_block_stride = key_block_stride();
+    args.values = head_values(layer, kv_head);
+    args.value_stride = kv_dim();
+  }
 
  private:
   static constexpr int64_t kBlock = cpu::kKeyBlock;

@@ -84,11 +84,7 @@ TEST(Attention, EveryIsaMatchesReference) {
       args.group = c.group;
       args.head_dim = c.head_dim;
       args.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
-      args.kv_type = type;
-      args.key_blocks = cache.key_blocks(0, 1);
-      args.key_block_stride = cache.key_block_stride();
-      args.values = cache.head_values(0, 1);
-      args.value_stride = kv_dim;
+      cache.bind_head(0, 1, args);
       args.first = first.data();
       args.last = last.data();
       args.sinks = c.sinks ? sinks.data() : nullptr;
@@ -143,11 +139,7 @@ TEST(Attention, HalfCacheIsCloseToFloatCache) {
     args.group = kGroup;
     args.head_dim = kDim;
     args.scale = 1.0f / std::sqrt(static_cast<float>(kDim));
-    args.kv_type = cache.type();
-    args.key_blocks = cache.key_blocks(0, 0);
-    args.key_block_stride = cache.key_block_stride();
-    args.values = cache.head_values(0, 0);
-    args.value_stride = kDim;
+    cache.bind_head(0, 0, args);
     args.first = first.data();
     args.last = last.data();
     args.output = outputs[i].data();

@@ -374,10 +374,7 @@ TEST_P(CudaAttention, MatchesCpuReference) {
     args.group = group;
     args.head_dim = D;
     args.scale = scale;
-    args.key_blocks = cache.key_blocks(0, kv);
-    args.key_block_stride = cache.key_block_stride();
-    args.values = cache.head_values(0, kv);
-    args.value_stride = c.kv_heads * D;
+    cache.bind_head(0, kv, args);
     args.first = first.data();
     args.last = last.data();
     args.sinks = c.sinks ? sinks.data() + kv * group : nullptr;
