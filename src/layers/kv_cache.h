@@ -76,7 +76,8 @@ class KvCache {
       return;
     }
     const int64_t first = (position / kBlock) * key_block_stride() + position % kBlock;
-    for (int64_t i = 0; i < key_width_; ++i) store(keys, first + i * kBlock, row[i]);  // i = h D + d
+    // Element i = head * head_dim + d of the row goes to lane `position % kBlock` of its row.
+    for (int64_t i = 0; i < key_width_; ++i) store(keys, first + i * kBlock, row[i]);
   }
   // Writes the value row [value_width] of one position.
   void store_value(int64_t layer, int64_t position, const float* row) {
@@ -96,7 +97,8 @@ class KvCache {
   // at position 0, position j kv_dim() elements further.
   const void* key_blocks(int64_t layer, int64_t kv_head) const {
     MOENAV_CHECK(blocked_keys());
-    return keys_[static_cast<size_t>(layer)].data() + kv_head * head_dim_ * kBlock * element_bytes();
+    const int64_t offset = kv_head * head_dim_ * kBlock * element_bytes();
+    return keys_[static_cast<size_t>(layer)].data() + offset;
   }
   int64_t key_block_stride() const { return key_width_ * kBlock; }
   const void* head_values(int64_t layer, int64_t kv_head) const {

@@ -1,16 +1,15 @@
 #include "backend/cpu/activation.h"
 
-#include <cmath>
-
 #include "backend/cpu/simd_vec.h"
 
 namespace moenav::cpu {
 namespace {
 
-// The body for one instruction set; the tail (n not a multiple of the lanes) is scalar. exp's
-// argument is clamped to 88, where it is still finite: silu is then gate x 0 to float precision.
+// The body for one instruction set; the tail (n not a multiple of the lanes) goes through the
+// scalar Vec. exp's argument is clamped to 88, where it is still finite: silu is then gate x 0
+// to float precision.
 template <typename Vec>
-inline void silu_mul_body(float* gate, const float* up, int64_t n) {
+inline int64_t silu_mul_vectors(float* gate, const float* up, int64_t n) {
   const typename Vec::V one = Vec::set1(1.0f);
   const typename Vec::V exp_high = Vec::set1(88.0f);
   int64_t i = 0;
@@ -19,7 +18,13 @@ inline void silu_mul_body(float* gate, const float* up, int64_t n) {
     const typename Vec::V e = Vec::exp(Vec::min(Vec::sub(Vec::zero(), g), exp_high));
     Vec::store(gate + i, Vec::mul(Vec::div(g, Vec::add(one, e)), Vec::load(up + i)));
   }
-  for (; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+  return i;
+}
+
+template <typename Vec>
+inline void silu_mul_body(float* gate, const float* up, int64_t n) {
+  const int64_t done = silu_mul_vectors<Vec>(gate, up, n);
+  silu_mul_vectors<simd::scalar::Vec>(gate + done, up + done, n - done);
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -47,7 +52,7 @@ void silu_mul(float* gate, const float* up, int64_t n, Isa isa) {
     case Isa::Avx2: return silu_mul_avx2(gate, up, n);
 #endif
     default:
-      for (int64_t i = 0; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+      silu_mul_vectors<simd::scalar::Vec>(gate, up, n);
   }
 }
 

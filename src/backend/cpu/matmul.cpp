@@ -71,8 +71,11 @@ void integer_rows(detail::DotFn dot, detail::DotRowsFn dot_rows, const TensorVie
 }  // namespace
 
 RowSplit split_rows(const TensorView& weight, int64_t n_tokens, int pool_size) {
-  const int64_t n_rows = weight.rows();
-  const int64_t work = weight.bytes() * std::max<int64_t>(1, n_tokens);
+  return split_rows(weight.rows(), weight.bytes(), n_tokens, pool_size);
+}
+
+RowSplit split_rows(int64_t n_rows, int64_t weight_bytes, int64_t n_tokens, int pool_size) {
+  const int64_t work = weight_bytes * std::max<int64_t>(1, n_tokens);
   const int64_t by_work = std::max<int64_t>(1, work / kMinBytesPerThread);
   const int64_t by_rows = (n_rows + kRowAlignment - 1) / kRowAlignment;
   const int64_t threads = std::clamp<int64_t>(std::min(by_work, by_rows), 1, pool_size);
@@ -109,8 +112,8 @@ void prepare_input(DType weight_type, const float* input, int64_t n_tokens, int6
       uint8_t* row = prepared.quantized.data() + t * row_bytes;
       detail::quantize_activation_row(best_isa(), prepared.format, input + t * cols, row, cols);
       if (lane_sums) {
-        detail::activation_lane_sums(
-            best_isa(), row, n_blocks, prepared.lane_sums.data() + t * n_blocks * detail::kLaneSumsPerBlock);
+        int32_t* sums = prepared.lane_sums.data() + t * n_blocks * detail::kLaneSumsPerBlock;
+        detail::activation_lane_sums(best_isa(), row, n_blocks, sums);
       }
     }
   };
@@ -215,15 +218,10 @@ void matmul_shared_input(std::span<const TensorView* const> weights, const float
       offset += n;
     }
   };
-  const int64_t by_work = std::max<int64_t>(1, total_bytes * n_tokens / kMinBytesPerThread);
-  const int64_t by_rows = (total_rows + kRowAlignment - 1) / kRowAlignment;
-  const int64_t threads = std::clamp<int64_t>(std::min(by_work, by_rows), 1, pool.size());
-  if (threads == 1) return rows(0, total_rows);
-  const int64_t chunk =
-      ((total_rows + threads - 1) / threads + kRowAlignment - 1) / kRowAlignment * kRowAlignment;
+  const RowSplit split = split_rows(total_rows, total_bytes, n_tokens, pool.size());
+  if (split.threads == 1) return rows(0, total_rows);
   pool.run([&](int thread, int) {
-    const int64_t begin = std::min(total_rows, thread * chunk);
-    const int64_t end = std::min(total_rows, begin + chunk);
+    const auto [begin, end] = split.rows_of(thread, total_rows);
     if (begin < end) rows(begin, end);
   });
 }

@@ -82,6 +82,8 @@ struct RowSplit {
   }
 };
 RowSplit split_rows(const TensorView& weight, int64_t n_tokens, int pool_size);
+// The same for n_rows rows of weight_bytes in all (several weights taken end to end).
+RowSplit split_rows(int64_t n_rows, int64_t weight_bytes, int64_t n_tokens, int pool_size);
 
 // matmul_rows on a prepared input (input.format must be input_format_for(weight.dtype)).
 void matmul_rows(const TensorView& weight, const PreparedInput& input, float* output,
