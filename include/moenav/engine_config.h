@@ -83,6 +83,7 @@ struct RoutingConfig {
 struct KvCacheConfig {
   std::string type = "f32";
   int64_t context = 0;  // 0 = the model's context length
+  int64_t element_bytes() const { return type == "f16" ? 2 : 4; }
 };
 
 struct BatchConfig {

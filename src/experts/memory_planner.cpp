@@ -95,8 +95,7 @@ Expected<MemoryPlan> plan_memory(const Model& model, const EngineConfig& config,
     if (plan.budget <= 0) return Status::errorf("{} = '{}' must be positive", plan.budget_option, budget_text);
   }
   plan.expert_bytes = expert_matrix_bytes(model);
-  const int64_t kv_element_bytes = config.kv_cache.type == "f16" ? 2 : 4;
-  const int64_t kv = c.n_layers * inputs.context * c.kv_cache_width() * kv_element_bytes *
+  const int64_t kv = c.n_layers * inputs.context * c.kv_cache_width() * config.kv_cache.element_bytes() *
                      std::max(config.batch.max_sequences, 1);
   plan.fixed = {{"non-expert weights", std::max<int64_t>(model.total_bytes() - plan.expert_bytes, 0)},
                 {"kv cache", kv},

@@ -183,7 +183,7 @@ KernelTimes CostModel::benchmark_kernels(Engine& engine, int repetitions) {
   return times;
 }
 
-void CostModel::set_model(const ModelConfig& model, int64_t kv_bytes_per_token_layer) {
+void CostModel::set_model(const ModelConfig& model) {
   n_layers_ = model.n_layers;
   n_moe_layers_ = 0;
   for (int64_t l = 0; l < model.n_layers; ++l) n_moe_layers_ += model.is_moe_layer(l) ? 1 : 0;
@@ -191,7 +191,7 @@ void CostModel::set_model(const ModelConfig& model, int64_t kv_bytes_per_token_l
   default_k_ = model.n_experts_used;
   context_ = model.context_length;
   renormalize_ = model.norm_topk_prob;
-  kv_bytes_per_token_layer_ = kv_bytes_per_token_layer;
+  kv_cache_width_ = model.kv_cache_width();
 }
 
 void CostModel::set_quality(const std::string& quality_key, double ppl, double experts_per_token) {
@@ -253,7 +253,8 @@ Prediction CostModel::raw_predict(const Point& point, const BenchOptions& worklo
   // Memory: resident weights, the KV cache the workload fills, the process itself.
   const double resident_weights = static_cast<double>(kernels->weight_bytes) -
                                   static_cast<double>(kernels->expert_bytes * n_moe_layers_ * (n_experts_ - slots));
-  const double kv = static_cast<double>((workload.prompt_tokens + workload.gen_tokens) * n_layers_ * kv_bytes_per_token_layer_);
+  const double kv = static_cast<double>((workload.prompt_tokens + workload.gen_tokens) * n_layers_ *
+                                        kv_cache_width_ * config.kv_cache.element_bytes());
   prediction.memory_bytes = memory_offset_ + resident_weights + kv;
   return prediction;
 }

@@ -64,7 +64,7 @@ class CostModel {
   void add_kernels(const std::string& speed_key, KernelTimes times) { kernels_[speed_key] = std::move(times); }
   bool has_kernels(const std::string& speed_key) const { return kernels_.count(speed_key) > 0; }
 
-  void set_model(const ModelConfig& model, int64_t kv_bytes_per_token_layer);
+  void set_model(const ModelConfig& model);
   void set_trace(RoutingTrace trace) {
     trace_ = std::move(trace);
     memo_.clear();
@@ -109,7 +109,7 @@ class CostModel {
   mutable std::map<std::string, double> memo_;
   mutable std::map<std::string, std::vector<int>> choices_memo_;  // point key -> choices_of
   int64_t n_layers_ = 0, n_moe_layers_ = 0, n_experts_ = 0, default_k_ = 0, context_ = 0;
-  int64_t kv_bytes_per_token_layer_ = 0;
+  int64_t kv_cache_width_ = 0;  // KV elements per position and layer
   bool renormalize_ = true;
   double copy_bandwidth_ = 1e10;
   std::map<std::string, std::pair<double, double>> quality_;  // key -> (ppl, experts per token)

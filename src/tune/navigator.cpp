@@ -76,7 +76,7 @@ Status NavigatorRun::setup() {
   quality_low_ = quality_full_;
   quality_low_.max_tokens = std::min<int64_t>(options_.quality_tokens, 4 * options_.quality_seq);
   const ModelConfig& model = base_engine->model_config();
-  cost_.set_model(model, 2 * model.kv_dim() * static_cast<int64_t>(sizeof(float)));
+  cost_.set_model(model);
   return build_space(*base_engine);
 }
 

@@ -203,7 +203,9 @@ TEST_F(CudaEngineTest, CpuMissesMatchAllResident) {
       EXPECT_LE(max_difference(*next, *reference), 1e-3);
     }
     const ExpertCounters counters = cached->expert_counters();
-    if (std::string(miss) == "cpu") EXPECT_GT(counters.miss_cpu, 0);
+    if (std::string(miss) == "cpu") {
+      EXPECT_GT(counters.miss_cpu, 0);
+    }
     EXPECT_GT(counters.miss_cpu + counters.miss_fetched + counters.demand_loads, 0);
   }
 }
