@@ -10,6 +10,7 @@
 //        values are never materialized (the queries absorb kv_b, see attention_mla.cpp).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -126,7 +127,10 @@ class KvCache {
   int64_t element_bytes() const { return type_ == DType::F16 ? 2 : 4; }
   void store(uint8_t* base, int64_t index, float x) const {
     if (type_ == DType::F16) {
-      const uint16_t half = quant::fp32_to_fp16(x);
+      // Saturated to the largest half: a key or value beyond it would become inf, and one inf
+      // turns a whole attention row into NaN.
+      constexpr float kHalfMax = 65504.0f;
+      const uint16_t half = quant::fp32_to_fp16(std::clamp(x, -kHalfMax, kHalfMax));
       std::memcpy(base + index * 2, &half, 2);
     } else {
       std::memcpy(base + index * 4, &x, 4);

@@ -2,6 +2,7 @@
 // softmax, double sums): one table of cases (decode, prefill chunks, GQA groups, sliding windows,
 // sinks, head sizes that do not fill a vector), error as NMSE.
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -106,6 +107,32 @@ TEST(Attention, EveryIsaMatchesReference) {
 
 // An f16 cache stores each element rounded to half precision (relative error <= 2^-11), so its
 // attention stays within about that of the f32 cache's on the same data.
+// Keys and values beyond the half range are stored as the largest half, not inf (an inf key
+// would make the row's softmax NaN).
+TEST(Attention, HalfCacheSaturatesOutOfRangeElements) {
+  constexpr int64_t kDim = 32;
+  KvCache cache(1, KvCache::Gqa{1, kDim, DType::F16}, 4);
+  cache.reserve(1);
+  std::vector<float> row(kDim, 1.0f);
+  row[0] = 1e6f;
+  row[1] = -1e9f;
+  cache.store_key(0, 0, row.data());
+  cache.store_value(0, 0, row.data());
+  auto half_at = [](const uint8_t* base, int64_t index) {
+    uint16_t bits;
+    std::memcpy(&bits, base + 2 * index, 2);
+    return quant::fp16_to_fp32(bits);
+  };
+  const auto* keys = static_cast<const uint8_t*>(cache.key_blocks(0, 0));
+  const auto* values = static_cast<const uint8_t*>(cache.head_values(0, 0));
+  // Key element d of position 0 is lane 0 of row d of the first block.
+  EXPECT_EQ(half_at(keys, 0 * cpu::kKeyBlock), 65504.0f);
+  EXPECT_EQ(half_at(keys, 1 * cpu::kKeyBlock), -65504.0f);
+  EXPECT_EQ(half_at(keys, 2 * cpu::kKeyBlock), 1.0f);
+  EXPECT_EQ(half_at(values, 0), 65504.0f);
+  EXPECT_EQ(half_at(values, 1), -65504.0f);
+}
+
 TEST(Attention, HalfCacheIsCloseToFloatCache) {
   std::mt19937 random(9);
   std::normal_distribution<float> normal(0.0f, 1.0f);
