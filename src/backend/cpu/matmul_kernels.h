@@ -9,14 +9,6 @@
 
 namespace moenav::cpu::detail {
 
-// 16-bit float element types, distinguished so kernels overload on them.
-struct Bf16 {
-  uint16_t bits;
-};
-struct F16 {
-  uint16_t bits;
-};
-
 // Float path: output[t * output_stride + n] = dot(weight row n, input row t) for n in
 // [row_begin, row_end). weight rows are row_bytes apart and k_count elements long; input is
 // [n_tokens, k_count] f32. F32/F16/BF16 weights are read directly; other dtypes are dequantized
