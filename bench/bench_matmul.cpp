@@ -6,8 +6,11 @@
 //            serve part of the stream and inflate the figure.
 //   prefill: 512 tokens x [K = 256 -> N = 192, 256, 4096]: GFLOP/s (2 N K T flops).
 // Prints Google Benchmark's table, then one JSON line per case: best and median iteration (on a
-// shared machine the best is the closest to the kernel's own speed; the ratio to bandwidth uses it,
-// and the bandwidth is itself the best of 24 windows of 128 MiB).
+// shared machine the best is the closest to the kernel's own speed). Each matvec iteration is
+// followed by a read of a 128 MiB window of a separate 1 GiB buffer, so the bound is measured
+// under the same conditions as the kernel: fraction_of_memory_bw is the best iteration over the
+// best window of the case, median_fraction_of_memory_bw the median of each iteration over the
+// window read right after it.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -37,12 +40,30 @@ moenav::ThreadPool& pool() {
   return instance;
 }
 
+double measured_bandwidth_gbps();
+
 struct Result {
   std::string kind;
   DType dtype;
   int64_t rows, cols, tokens, weight_bytes;
   double best_seconds = INFINITY;
   std::vector<double> seconds;  // every iteration
+  // matvec: the memory bandwidth measured right after each iteration (GB/s), so that each
+  // kernel figure has a bound taken under the same machine conditions.
+  std::vector<double> bandwidth_gbps;
+  double best_bandwidth() const {
+    return bandwidth_gbps.empty() ? measured_bandwidth_gbps()
+                                  : *std::max_element(bandwidth_gbps.begin(), bandwidth_gbps.end());
+  }
+  // Median over iterations of (this iteration's weight GB/s) / (the bandwidth right after it).
+  double median_fraction() const {
+    if (bandwidth_gbps.empty()) return weight_bytes / median_seconds() / 1e9 / best_bandwidth();
+    std::vector<double> fractions;
+    for (size_t i = 0; i < seconds.size(); ++i)
+      fractions.push_back(weight_bytes / seconds[i] / 1e9 / bandwidth_gbps[i]);
+    std::sort(fractions.begin(), fractions.end());
+    return fractions[fractions.size() / 2];
+  }
   double median_seconds() const {
     std::vector<double> sorted = seconds;
     std::sort(sorted.begin(), sorted.end());
@@ -74,44 +95,64 @@ std::vector<uint8_t> make_weights(DType dtype, int64_t rows, int64_t cols) {
   return bytes;
 }
 
+// Memory read bandwidth: a 1 GiB buffer read in 128 MiB windows (as long as one matvec
+// iteration, so both see the same shared-machine conditions). Integer sums vectorize freely and
+// never limit the stream.
+class BandwidthProbe {
+ public:
+  static constexpr int64_t kWords = (int64_t{1} << 30) / int64_t{sizeof(uint64_t)};
+  static constexpr int64_t kWindow = kWords / 8;
+  static constexpr int64_t kWindows = kWords / kWindow;
+
+  BandwidthProbe() : buffer_(static_cast<size_t>(kWords)), partial_(256) {
+    pool().parallel_for(kWords, [&](int64_t begin, int64_t end) {  // first touch by the readers
+      for (int64_t i = begin; i < end; ++i) buffer_[i] = static_cast<uint64_t>(i & 7);
+    });
+  }
+
+  // GB/s of one read of window `window % kWindows`.
+  double window_gbps(int64_t window) {
+    const int64_t first = (window % kWindows) * kWindow;
+    const auto start = std::chrono::steady_clock::now();
+    pool().run([&](int thread, int n_threads) {
+      // 8 concurrent streams per thread, like a matvec reading several rows at once.
+      constexpr int kStreams = 8;
+      const int64_t begin = first + kWindow * thread / n_threads;
+      const int64_t length = kWindow / n_threads / kStreams / 8 * 8;
+      uint64_t sums[kStreams][8] = {};
+      for (int64_t i = 0; i < length; i += 8)
+        for (int stream = 0; stream < kStreams; ++stream)
+          for (int j = 0; j < 8; ++j) sums[stream][j] += buffer_[begin + stream * length + i + j];
+      uint64_t total = 0;
+      for (const auto& stream : sums)
+        for (uint64_t value : stream) total += value;
+      partial_[thread] = total;
+    });
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    benchmark::DoNotOptimize(partial_.data());
+    const int64_t streamed = kWindow / pool().size() / 64 * 64 * pool().size();
+    return static_cast<double>(streamed * sizeof(uint64_t)) / seconds / 1e9;
+  }
+
+ private:
+  std::vector<uint64_t> buffer_;
+  std::vector<uint64_t> partial_;
+};
+
+BandwidthProbe& probe() {
+  static BandwidthProbe instance;
+  return instance;
+}
+
+// The best window of 3 passes over the buffer.
 double measured_bandwidth_gbps() {
   static const double bandwidth = [] {
-    // A 1 GiB buffer read in 128 MiB windows, best window of 3 passes: windows as long as one
-    // matvec iteration, so both figures see the same (shared-machine) conditions. Integer sums
-    // vectorize freely and never limit the stream.
-    constexpr int64_t kWords = (int64_t{1} << 30) / int64_t{sizeof(uint64_t)};
-    constexpr int64_t kWindow = kWords / 8;
-    std::vector<uint64_t> buffer(static_cast<size_t>(kWords));
-    pool().parallel_for(kWords, [&](int64_t begin, int64_t end) {  // first touch by the readers
-      for (int64_t i = begin; i < end; ++i) buffer[i] = static_cast<uint64_t>(i & 7);
-    });
-    std::vector<uint64_t> partial(256);
-    double best = INFINITY;
-    for (int pass = 0; pass < 3; ++pass) {
-      for (int64_t window = 0; window < kWords; window += kWindow) {
-        const auto start = std::chrono::steady_clock::now();
-        pool().run([&](int thread, int n_threads) {
-          // 8 concurrent streams per thread, like a matvec reading several rows at once.
-          constexpr int kStreams = 8;
-          const int64_t begin = window + kWindow * thread / n_threads;
-          const int64_t length = kWindow / n_threads / kStreams / 8 * 8;
-          uint64_t sums[kStreams][8] = {};
-          for (int64_t i = 0; i < length; i += 8)
-            for (int stream = 0; stream < kStreams; ++stream)
-              for (int j = 0; j < 8; ++j)
-                sums[stream][j] += buffer[begin + stream * length + i + j];
-          uint64_t total = 0;
-          for (const auto& stream : sums)
-            for (uint64_t value : stream) total += value;
-          partial[thread] = total;
-        });
-        best = std::min(
-            best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-        benchmark::DoNotOptimize(partial.data());
-      }
+    double best = 0.0;
+    for (int64_t window = 0; window < 3 * BandwidthProbe::kWindows; ++window) {
+      best = std::max(best, probe().window_gbps(window));
     }
-    const int64_t streamed = kWindow / pool().size() / 64 * 64 * pool().size();
-    return static_cast<double>(streamed * sizeof(uint64_t)) / best / 1e9;
+    return best;
   }();
   return bandwidth;
 }
@@ -134,7 +175,7 @@ void run_case(benchmark::State& state, const std::string& kind, DType dtype, int
                           std::to_string(rows) + "x" + std::to_string(cols) + "x" +
                           std::to_string(tokens);
   Result& result = results()[key];
-  result = Result{kind, dtype, rows, cols, tokens, view.bytes(), INFINITY, {}};
+  result = Result{kind, dtype, rows, cols, tokens, view.bytes(), INFINITY, {}, {}};
   for (const TensorView& copy : views) {  // warm-up; leaves the last copy, not the first, in cache
     moenav::cpu::matmul(copy, input.data(), tokens, output.data(), pool());
   }
@@ -148,6 +189,7 @@ void run_case(benchmark::State& state, const std::string& kind, DType dtype, int
     result.best_seconds = std::min(result.best_seconds, seconds);
     result.seconds.push_back(seconds);
     state.SetIterationTime(seconds);
+    if (kind == "matvec") result.bandwidth_gbps.push_back(probe().window_gbps(iteration));
     benchmark::DoNotOptimize(output.data());
   }
   state.counters["GB/s"] = benchmark::Counter(
@@ -200,13 +242,14 @@ void print_json() {
         "{\"bench\":\"%s\",\"dtype\":\"%s\",\"N\":%lld,\"K\":%lld,\"tokens\":%lld,"
         "\"isa\":\"%s\",\"threads\":%d,\"weight_bytes\":%lld,\"seconds\":%.6g,"
         "\"median_seconds\":%.6g,\"weight_gb_per_s\":%.2f,\"median_weight_gb_per_s\":%.2f,"
-        "\"gflop_per_s\":%.2f,\"fraction_of_memory_bw\":%.3f}\n",
+        "\"gflop_per_s\":%.2f,\"memory_bw_gb_per_s\":%.2f,\"fraction_of_memory_bw\":%.3f,"
+        "\"median_fraction_of_memory_bw\":%.3f}\n",
         r.kind.c_str(), std::string(moenav::dtype_name(r.dtype)).c_str(),
         static_cast<long long>(r.rows), static_cast<long long>(r.cols),
         static_cast<long long>(r.tokens),
         std::string(moenav::cpu::isa_name(moenav::cpu::best_isa())).c_str(), pool().size(),
         static_cast<long long>(r.weight_bytes), r.best_seconds, r.median_seconds(), gbps,
-        median_gbps, gflops, gbps / bandwidth);
+        median_gbps, gflops, r.best_bandwidth(), gbps / r.best_bandwidth(), r.median_fraction());
   }
 }
 
