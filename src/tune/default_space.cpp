@@ -100,6 +100,12 @@ Dimension miss_dimension() {
   return {"miss policy", {choice("miss: fetch", {{"miss.policy", "fetch"}}), choice("miss: run on CPU", {{"miss.policy", "cpu"}})}};
 }
 
+// The KV cache element type (cpu backend, GQA attention): f16 halves the cache and what each
+// decode step reads of it, at a small change of the numbers (so perplexity is measured for it).
+Dimension kv_cache_dimension() {
+  return {"KV cache", {choice("kv f32", {{"kv_cache.type", "f32"}}), choice("kv f16", {{"kv_cache.type", "f16"}})}};
+}
+
 Dimension* find_dimension(ConfigSpace& space, const std::string& name) {
   for (Dimension& dimension : space.dimensions) {
     if (dimension.name == name) return &dimension;
@@ -188,6 +194,9 @@ Expected<ConfigSpace> default_space(const std::string& model_path, const Engine&
     } else {
       space.notes.push_back(cache.message());
     }
+  }
+  if (preset == SpacePreset::Default && base.device.backend != "cuda" && model.attention == AttentionKind::Gqa) {
+    space.dimensions.push_back(kv_cache_dimension());
   }
   if (std::thread::hardware_concurrency() > 1) space.dimensions.push_back(threads_dimension(preset));
   for (const std::string& text : dimensions) MOENAV_RETURN_IF_ERROR(space.add_dimension_text(text));
