@@ -72,7 +72,7 @@ constexpr int kTileRows = 2;
 #pragma GCC pop_options
 
 // GCC 12's AVX-512 headers trip -Wuninitialized on their own "undefined" vectors (GCC bug
-// 105593): silenced for the AVX-512 region only, as in matmul_float.cpp.
+// 105593): silenced for the AVX-512 region only, as in simd_vec.h.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"

@@ -5,10 +5,6 @@
 #include <cstdint>
 #include <vector>
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
-
 #include "backend/cpu/matmul_kernels.h"
 #include "backend/cpu/simd_vec.h"
 #include "core/check.h"
@@ -18,11 +14,6 @@ namespace moenav::cpu::detail {
 
 #if defined(__x86_64__) && defined(__GNUC__)
 
-// GCC 12's AVX-512 headers self-initialize their "undefined" vectors, which -Wuninitialized
-// reports at every use (GCC bug 105593, fixed in 12.3): silenced for the AVX-512 region only.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")
 namespace avx512 {
@@ -30,7 +21,6 @@ using Vec = simd::avx512::Vec;
 #include "backend/cpu/matmul_float_tile.inc"
 }  // namespace avx512
 #pragma GCC pop_options
-#pragma GCC diagnostic pop
 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
