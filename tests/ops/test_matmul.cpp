@@ -14,11 +14,13 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "backend/cpu/matmul.h"
+#include "backend/cpu/matmul_kernels.h"
 #include "core/thread_pool.h"
 #include "quant/blocks.h"
 #include "quant/quant.h"
@@ -106,6 +108,12 @@ std::vector<Case> cases() {
         table.push_back({dtype, rows, cols, tokens});
       }
     }
+  }
+  // Rows of 6 blocks: the AVX-512 kernels step four blocks at a time, and 1 and 3 blocks past
+  // the last step are covered above (K = 32, 96, ...), 2 here. Appended, so the cases above keep
+  // their seeds.
+  for (int64_t tokens : token_counts) {
+    for (DType dtype : block_types) table.push_back({dtype, 5, 192, tokens});
   }
   return table;
 }
@@ -248,16 +256,53 @@ TEST(Matmul, PreparedActivationsMatchReferenceQuantizer) {
                           reference.data() + t * prepared.row_bytes(), cols);
     }
     EXPECT_EQ(prepared.quantized, reference) << dtype_name(prepared.format);
-    if (prepared.format != DType::Q8_0) continue;
-    // Q8_0 activations also carry each four quants' negated sum, taken from the reference bytes.
-    std::vector<int32_t> lane_sums;
-    for (size_t block = 0; block < reference.size() / sizeof(quant::BlockQ8_0); ++block) {
-      const auto* q = reinterpret_cast<const quant::BlockQ8_0*>(reference.data())[block].qs;
-      for (int lane = 0; lane < 8; ++lane) {
-        lane_sums.push_back(-(q[4 * lane] + q[4 * lane + 1] + q[4 * lane + 2] + q[4 * lane + 3]));
+    if (prepared.format != DType::Q8_0 || prepared.quads.empty()) continue;
+    // On AVX-512 CPUs Q8_0 activations also come regrouped four blocks to a quad, each lane
+    // with its 8 quants' negated sum and its block's scale, taken here from the reference bytes.
+    const auto* blocks = reinterpret_cast<const quant::BlockQ8_0*>(reference.data());
+    const int64_t n_blocks = cols / 32;
+    ASSERT_EQ(prepared.quads.size(), static_cast<size_t>(3 * cpu::quads_per_row(n_blocks)));
+    for (int64_t t = 0; t < 3; ++t) {
+      for (int64_t b = 0; b < n_blocks; ++b) {
+        const quant::BlockQ8_0& block = blocks[t * n_blocks + b];
+        const cpu::Q8_0Quad& quad =
+            prepared.quads[static_cast<size_t>(t * cpu::quads_per_row(n_blocks) + b / 4)];
+        const int k = static_cast<int>(b % 4);
+        for (int lane = 0; lane < 4; ++lane) {
+          int sum = 0;
+          for (int i = 4 * lane; i < 4 * lane + 4; ++i) {
+            ASSERT_EQ(quad.low[16 * k + i], block.qs[i]);
+            ASSERT_EQ(quad.high[16 * k + i], block.qs[16 + i]);
+            sum += block.qs[i] + block.qs[16 + i];
+          }
+          ASSERT_EQ(quad.sums[4 * k + lane], -sum) << "token " << t << " block " << b;
+          ASSERT_EQ(quad.scales[4 * k + lane], quant::fp16_to_fp32(block.d));
+        }
       }
     }
-    EXPECT_EQ(prepared.lane_sums, lane_sums);
+  }
+}
+
+// The quads' two builders (SIMD and portable) agree byte for byte, the zero padding of a row's
+// last partial quad included (7 blocks: one full quad and three of four blocks).
+TEST(Matmul, ActivationQuadsAgreeOnEveryIsa) {
+  constexpr int64_t cols = 7 * 32;
+  const std::vector<float> input = make_problem({DType::F32, 1, cols, 1}, 78).input;
+  std::vector<uint8_t> blocks(static_cast<size_t>(dtype_bytes(DType::Q8_0, cols)));
+  quant::quantize_row(DType::Q8_0, input.data(), blocks.data(), cols);
+  const int64_t n_quads = cpu::quads_per_row(7);
+  ASSERT_EQ(n_quads, 2);
+  std::vector<cpu::Q8_0Quad> portable(n_quads);
+  cpu::detail::activation_quads(cpu::Isa::Scalar, blocks.data(), 7, portable.data());
+  const cpu::Q8_0Quad& last = portable[1];
+  for (int i = 48; i < 64; ++i) EXPECT_EQ(last.low[i] | last.high[i], 0) << "byte " << i;
+  for (int lane = 12; lane < 16; ++lane) EXPECT_EQ(last.sums[lane] | int(last.scales[lane]), 0);
+  for (cpu::Isa isa : supported_isas()) {
+    std::vector<cpu::Q8_0Quad> quads(n_quads);
+    std::memset(quads.data(), 0xAB, quads.size() * sizeof(cpu::Q8_0Quad));  // no stale bytes
+    cpu::detail::activation_quads(isa, blocks.data(), 7, quads.data());
+    EXPECT_EQ(std::memcmp(quads.data(), portable.data(), quads.size() * sizeof(cpu::Q8_0Quad)), 0)
+        << cpu::isa_name(isa);
   }
 }
 

@@ -87,8 +87,8 @@ int q3_value(const quant::BlockQ3_K& block, int i) {
 // sum += (d_x * d) * sum(sc (q - 32) x)                          (Q6_K; Q3_K with its values)
 template <typename Block>
 void dot_k_tokens(const uint8_t* weight_row, const uint8_t* activations,
-                  int64_t activation_row_bytes, const int32_t* /*lane_sums: Q8_0 only*/,
-                  int n_tokens, int64_t nb, float* output, int64_t output_stride) {
+                  int64_t activation_row_bytes, int n_tokens, int64_t nb, float* output,
+                  int64_t output_stride) {
   const auto* w = reinterpret_cast<const Block*>(weight_row);
   for (int t = 0; t < n_tokens; ++t) {
     const auto* a =

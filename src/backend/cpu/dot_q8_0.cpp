@@ -1,11 +1,12 @@
 // Integer dot products of Q8_0 and Q4_0 weights with Q8_0 activations (ggml's
-// vec_dot_q8_0_q8_0 / q4_0_q8_0): an AVX-512 VNNI and an AVX2 variant of the same body
-// (dot_q8_0_body.inc) and the scalar reference they are tested against.
+// vec_dot_q8_0_q8_0 / q4_0_q8_0): an AVX-512 VNNI and an AVX2 variant (dot_q8_0_body.inc) and the
+// scalar reference they are tested against.
 //
 // Why intrinsics and not Highway: these kernels are built from x86 integer idioms with no
 // portable equivalent in Highway's op set at the same cost (maddubs' pairwise u8 x s8 sums,
 // sign_epi8 to move signs between operands, vpdpbusd), and ggml's formats are designed around
 // them. A portable layer would hide exactly the instructions the speed comes from.
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
@@ -35,8 +36,8 @@ int weight_level(const Block& block, int i) {
 // The reference: exact int32 block sums, float accumulation in block order.
 template <typename Block>
 void dot_q8_0_tokens(const uint8_t* weight_row, const uint8_t* activations,
-                     int64_t activation_row_bytes, const int32_t* /*lane_sums*/, int n_tokens,
-                     int64_t nb, float* output, int64_t output_stride) {
+                     int64_t activation_row_bytes, int n_tokens, int64_t nb, float* output,
+                     int64_t output_stride) {
   const auto* w = reinterpret_cast<const Block*>(weight_row);
   for (int t = 0; t < n_tokens; ++t) {
     const auto* a =
@@ -59,15 +60,10 @@ void dot_q8_0_tokens(const uint8_t* weight_row, const uint8_t* activations,
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
 namespace avx2 {
-inline __m256i dot_u8_s8(__m256i u, __m256i s) {
-  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
-}
-constexpr int kChains = 1;
-constexpr bool kBiased = false;
 constexpr int kTileRows = 2;
-#define MOENAV_DOT_Q8_0_PAIRED 0
+#define MOENAV_DOT_Q8_0_QUADS 0
 #include "backend/cpu/dot_q8_0_body.inc"
-#undef MOENAV_DOT_Q8_0_PAIRED
+#undef MOENAV_DOT_Q8_0_QUADS
 }  // namespace avx2
 #pragma GCC pop_options
 
@@ -79,15 +75,10 @@ constexpr int kTileRows = 2;
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")
 namespace avx512 {
-inline __m256i dot_u8_s8(__m256i u, __m256i s) {
-  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
-}
-constexpr int kChains = 2;
-constexpr bool kBiased = true;
 constexpr int kTileRows = 4;
-#define MOENAV_DOT_Q8_0_PAIRED 1  // two blocks per 512-bit vector (the tiles use this form)
+#define MOENAV_DOT_Q8_0_QUADS 1  // four blocks per step on PreparedInput::quads
 #include "backend/cpu/dot_q8_0_body.inc"
-#undef MOENAV_DOT_Q8_0_PAIRED
+#undef MOENAV_DOT_Q8_0_QUADS
 }  // namespace avx512
 #pragma GCC pop_options
 #pragma GCC diagnostic pop
@@ -112,6 +103,10 @@ DotFn dot_q8_0_family(Isa isa, DType weight_type) {
       return q4 ? &scalar::dot_q8_0_tokens<quant::BlockQ4_0>
                 : &scalar::dot_q8_0_tokens<quant::BlockQ8_0>;
   }
+}
+
+bool reads_activation_quads(Isa isa, DType weight_type) {
+  return isa == Isa::Avx512 && (weight_type == DType::Q4_0 || weight_type == DType::Q8_0);
 }
 
 DotRowsFn dot_q8_0_rows_family(Isa isa, DType weight_type) {

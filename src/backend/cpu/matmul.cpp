@@ -33,36 +33,40 @@ detail::DotFn integer_kernel(Isa isa, DType weight_type) {
   return detail::dot_k_quant_family(isa, weight_type);
 }
 
-void integer_rows(detail::DotFn dot, detail::DotRowsFn dot_rows, const TensorView& weight,
-                  const PreparedInput& input, float* output, int64_t output_stride,
+void integer_rows(Isa isa, const TensorView& weight, const PreparedInput& input, float* output, int64_t output_stride,
                   int64_t row_begin, int64_t row_end) {
+  const detail::DotFn dot = integer_kernel(isa, weight.dtype);
+  const detail::DotRowsFn dot_rows = detail::dot_q8_0_rows_family(isa, weight.dtype);
   const int64_t row_bytes = weight.row_bytes();
   const auto* weight_data = static_cast<const uint8_t*>(weight.data);
   const int64_t n_blocks = weight.cols() / dtype_block_size(weight.dtype);
-  const int64_t input_row_bytes = input.row_bytes();
+  // The activations of token t: Q8_0Quad rows or the quantized blocks.
+  const bool quads = detail::reads_activation_quads(isa, weight.dtype);
+  MOENAV_CHECK(!quads || input.quads.size() ==
+                             static_cast<size_t>(input.n_tokens * quads_per_row(n_blocks)));
+  const auto* activation_base =
+      quads ? reinterpret_cast<const uint8_t*>(input.quads.data()) : input.quantized.data();
+  const int64_t input_row_bytes =
+      quads ? quads_per_row(n_blocks) * static_cast<int64_t>(sizeof(Q8_0Quad)) : input.row_bytes();
   const int64_t group_rows = std::max<int64_t>(1, kGroupBytes / row_bytes);
   for (int64_t group = row_begin; group < row_end; group += group_rows) {
     const int64_t group_end = std::min(row_end, group + group_rows);
     for (int64_t t = 0; t < input.n_tokens; t += detail::kDotTokens) {
       const int tokens =
           static_cast<int>(std::min<int64_t>(detail::kDotTokens, input.n_tokens - t));
-      const uint8_t* activations = input.quantized.data() + t * input_row_bytes;
-      const int32_t* lane_sums =
-          input.lane_sums.empty()
-              ? nullptr
-              : input.lane_sums.data() + t * n_blocks * detail::kLaneSumsPerBlock;
+      const uint8_t* activations = activation_base + t * input_row_bytes;
       int64_t row = group;
       // One token reads each weight once: a single row at a time keeps the read one sequential
       // stream (two interleaved rows are short streams the prefetcher keeps restarting).
       if (dot_rows != nullptr && tokens > 1) {
         for (; row + detail::kDotRows <= group_end; row += detail::kDotRows) {
-          dot_rows(weight_data + row * row_bytes, row_bytes, activations, input_row_bytes,
-                   lane_sums, tokens, n_blocks, output + t * output_stride + row, output_stride);
+          dot_rows(weight_data + row * row_bytes, row_bytes, activations, input_row_bytes, tokens,
+                   n_blocks, output + t * output_stride + row, output_stride);
         }
       }
       for (; row < group_end; ++row) {
-        dot(weight_data + row * row_bytes, activations, input_row_bytes, lane_sums, tokens,
-            n_blocks, output + t * output_stride + row, output_stride);
+        dot(weight_data + row * row_bytes, activations, input_row_bytes, tokens, n_blocks,
+            output + t * output_stride + row, output_stride);
       }
     }
   }
@@ -98,22 +102,23 @@ void prepare_input(DType weight_type, const float* input, int64_t n_tokens, int6
   prepared.values = input;
   if (prepared.format == DType::F32) {
     prepared.quantized.clear();
+    prepared.quads.clear();
     return;
   }
   MOENAV_CHECK(row_size_valid(prepared.format, cols));
   const int64_t row_bytes = prepared.row_bytes();
   prepared.quantized.resize(static_cast<size_t>(row_bytes * n_tokens));
-  const bool lane_sums = prepared.format == DType::Q8_0;
+  // The AVX-512 kernels of Q8_0 and Q4_0 read the quads (reads_activation_quads).
+  const bool quads = prepared.format == DType::Q8_0 && isa_supported(Isa::Avx512);
   const int64_t n_blocks = cols / dtype_block_size(prepared.format);
-  prepared.lane_sums.resize(
-      lane_sums ? static_cast<size_t>(n_tokens * n_blocks * detail::kLaneSumsPerBlock) : 0);
+  const int64_t n_quads = quads_per_row(n_blocks);
+  prepared.quads.resize(quads ? static_cast<size_t>(n_tokens * n_quads) : 0);
   auto quantize_tokens = [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       uint8_t* row = prepared.quantized.data() + t * row_bytes;
       detail::quantize_activation_row(best_isa(), prepared.format, input + t * cols, row, cols);
-      if (lane_sums) {
-        int32_t* sums = prepared.lane_sums.data() + t * n_blocks * detail::kLaneSumsPerBlock;
-        detail::activation_lane_sums(best_isa(), row, n_blocks, sums);
+      if (quads) {
+        detail::activation_quads(best_isa(), row, n_blocks, prepared.quads.data() + t * n_quads);
       }
     }
   };
@@ -139,8 +144,7 @@ void matmul_rows(const TensorView& weight, const PreparedInput& input, float* ou
                               output, output_stride, row_begin, row_end);
     return;
   }
-  integer_rows(integer_kernel(isa, weight.dtype), detail::dot_q8_0_rows_family(isa, weight.dtype),
-               weight, input, output, output_stride, row_begin, row_end);
+  integer_rows(isa, weight, input, output, output_stride, row_begin, row_end);
 }
 
 void matmul_rows(Isa isa, const TensorView& weight, const float* input, int64_t n_tokens,

@@ -43,6 +43,21 @@ void matmul(Isa isa, const TensorView& weight, const float* input, int64_t n_tok
 void matmul_rows(Isa isa, const TensorView& weight, const float* input, int64_t n_tokens,
                  float* output, int64_t output_stride, int64_t row_begin, int64_t row_end);
 
+// Q8_0 activations regrouped for the AVX-512 kernels of Q8_0 and Q4_0 weights, four blocks per
+// quad: `low` holds elements 0..15 of each block in turn and `high` elements 16..31 (the order of
+// four Q4_0 blocks' low and high nibbles), one 512-bit vector each. Lane j (bytes 4j..4j+3 of
+// both, block j / 4) carries minus the sum of its 8 quants, which turns the dot of unsigned-biased
+// weights (w + 128 for Q8_0, the raw levels w + 8 for Q4_0) back into the signed one, and its
+// block's scale in f32. A row's last quad is padded with zero blocks (quants, sums, scales 0).
+struct alignas(64) Q8_0Quad {
+  int8_t low[64];
+  int8_t high[64];
+  int32_t sums[16];
+  float scales[16];
+};
+constexpr int kQuadBlocks = 4;
+inline int64_t quads_per_row(int64_t n_blocks) { return (n_blocks + kQuadBlocks - 1) / kQuadBlocks; }
+
 // Activations prepared once for a weight dtype: quantized to its activation format (Q8_0 for
 // Q8_0/Q4_0, Q8_K for Q4_K/Q5_K/Q6_K) or kept as f32 (float weights, and block types without an
 // integer kernel, which dequantize). One preparation serves every weight with the same activation
@@ -53,10 +68,8 @@ struct PreparedInput {
   int64_t cols = 0;                // K
   const float* values = nullptr;   // [n_tokens, K] f32 (not owned), always set
   std::vector<uint8_t> quantized;  // [n_tokens, row_bytes()] when format != F32
-  // Q8_0 only: [n_tokens, blocks, 8] minus the sums of each 4 adjacent quants, which turn the
-  // dot of unsigned-biased weights back into the signed one (w + 128 for Q8_0, raw 0..15 levels
-  // for Q4_0) with no per-row sign fix-up.
-  std::vector<int32_t> lane_sums;
+  // Q8_0 on CPUs with AVX-512: [n_tokens, quads_per_row(blocks)] the same quants regrouped.
+  std::vector<Q8_0Quad> quads;
   int64_t row_bytes() const { return dtype_bytes(format, cols); }
 };
 

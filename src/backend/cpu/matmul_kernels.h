@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "backend/cpu/cpu_isa.h"
+#include "backend/cpu/matmul.h"
 #include "core/dtype.h"
 
 namespace moenav::cpu::detail {
@@ -18,13 +19,12 @@ void matmul_float_rows(Isa isa, DType dtype, const uint8_t* weight, int64_t row_
                        int64_t output_stride, int64_t row_begin, int64_t row_end);
 
 // Integer path: one weight row (n_blocks blocks) against n_tokens (1..kDotTokens) rows of
-// quantized activations (Q8_0 or Q8_K blocks, rows activation_row_bytes apart):
-// output[t * output_stride] = dot(weight row, activation row t). lane_sums (Q8_0 activations,
-// else unused) are PreparedInput::lane_sums of the same tokens, n_blocks * 8 per token.
+// quantized activations (Q8_0 or Q8_K blocks, or Q8_0Quad rows where reads_activation_quads;
+// rows activation_row_bytes apart): output[t * output_stride] = dot(weight row, activation row t).
 constexpr int kDotTokens = 4;
 using DotFn = void (*)(const uint8_t* weight_row, const uint8_t* activations,
-                       int64_t activation_row_bytes, const int32_t* lane_sums, int n_tokens,
-                       int64_t n_blocks, float* output, int64_t output_stride);
+                       int64_t activation_row_bytes, int n_tokens, int64_t n_blocks, float* output,
+                       int64_t output_stride);
 
 // The same for kDotRows consecutive weight rows (weight_row_bytes apart) at once, for families
 // with a register-tiled kernel: output[t * output_stride + r] = dot(weight row r, activation
@@ -32,17 +32,19 @@ using DotFn = void (*)(const uint8_t* weight_row, const uint8_t* activations,
 constexpr int kDotRows = 4;
 using DotRowsFn = void (*)(const uint8_t* weight, int64_t weight_row_bytes,
                            const uint8_t* activations, int64_t activation_row_bytes,
-                           const int32_t* lane_sums, int n_tokens, int64_t n_blocks, float* output,
-                           int64_t output_stride);
+                           int n_tokens, int64_t n_blocks, float* output, int64_t output_stride);
 
 // One f32 row to Q8_0 or Q8_K blocks, bit-identical to quant::quantize_row on every isa
 // (quantize_activations.cpp).
 void quantize_activation_row(Isa isa, DType format, const float* input, uint8_t* output, int64_t n);
 
-// PreparedInput::lane_sums of one Q8_0 row of n_blocks blocks (one per 4 quants: 8 per block),
-// the same on every isa.
-constexpr int kLaneSumsPerBlock = 8;
-void activation_lane_sums(Isa isa, const uint8_t* q8_0_row, int64_t n_blocks, int32_t* lane_sums);
+// PreparedInput::quads of one Q8_0 row of n_blocks blocks (quads_per_row of them), the same on
+// every isa.
+void activation_quads(Isa isa, const uint8_t* q8_0_row, int64_t n_blocks, Q8_0Quad* quads);
+
+// Whether the family's kernels for this weight type read PreparedInput::quads (the activations
+// pointer of DotFn / DotRowsFn then points at Q8_0Quad rows) rather than the Q8_0 blocks.
+bool reads_activation_quads(Isa isa, DType weight_type);
 
 // nullptr when the family has no kernel for this weight type.
 DotFn dot_q8_0_family(Isa isa, DType weight_type);           // Q8_0, Q4_0 x Q8_0 (dot_q8_0.cpp)

@@ -98,17 +98,31 @@ void quantize_q8_k(const float* x, uint8_t* out, int64_t n) {
   }
 }
 
-// Per block, the eight sums of four quants, negated: maddubs adds byte pairs (ones are unsigned,
-// quants signed, no saturation at 2 * 128), madd adds the 16-bit pairs.
-void lane_sums(const uint8_t* q8_0_row, int64_t n_blocks, int32_t* sums) {
+// Q8_0Quad rows: per block, its halves copied to the quad's low and high vectors and the lane
+// sums (lane j: quants 4j..4j+3 and 16+4j..16+4j+3) negated; maddubs adds byte pairs (ones are
+// unsigned, quants signed, no saturation at 2 * 128), madd the 16-bit pairs.
+void quads(const uint8_t* q8_0_row, int64_t n_blocks, Q8_0Quad* out) {
   const auto* blocks = reinterpret_cast<const quant::BlockQ8_0*>(q8_0_row);
   const __m256i ones8 = _mm256_set1_epi8(1);
   const __m256i ones16 = _mm256_set1_epi16(1);
-  for (int64_t b = 0; b < n_blocks; ++b) {
-    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blocks[b].qs));
+  for (int64_t b = 0; b < quads_per_row(n_blocks) * kQuadBlocks; ++b) {
+    Q8_0Quad& quad = out[b / kQuadBlocks];
+    const int k = static_cast<int>(b % kQuadBlocks);
+    __m256i q = _mm256_setzero_si256();
+    float scale = 0.0f;
+    if (b < n_blocks) {
+      q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blocks[b].qs));
+      scale = _cvtsh_ss(blocks[b].d);
+    }
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(quad.low + 16 * k), _mm256_castsi256_si128(q));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(quad.high + 16 * k),
+                     _mm256_extracti128_si256(q, 1));
     const __m256i fours = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, q), ones16);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(sums + b * kLaneSumsPerBlock),
-                        _mm256_sub_epi32(_mm256_setzero_si256(), fours));
+    const __m128i eights =
+        _mm_add_epi32(_mm256_castsi256_si128(fours), _mm256_extracti128_si256(fours, 1));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(quad.sums + 4 * k),
+                     _mm_sub_epi32(_mm_setzero_si128(), eights));
+    _mm_storeu_ps(quad.scales + 4 * k, _mm_set1_ps(scale));
   }
 }
 
@@ -129,17 +143,24 @@ void quantize_activation_row(Isa isa, DType format, const float* input, uint8_t*
   quant::quantize_row(format, input, output, n);
 }
 
-void activation_lane_sums(Isa isa, const uint8_t* q8_0_row, int64_t n_blocks,
-                          int32_t* lane_sums) {
-  static_assert(kLaneSumsPerBlock == 8, "one 256-bit vector of sums per block");
+void activation_quads(Isa isa, const uint8_t* q8_0_row, int64_t n_blocks, Q8_0Quad* quads) {
 #if defined(__x86_64__) && defined(__GNUC__)
-  if (isa != Isa::Scalar) return avx2::lane_sums(q8_0_row, n_blocks, lane_sums);
+  if (isa != Isa::Scalar) return avx2::quads(q8_0_row, n_blocks, quads);
 #endif
   const auto* blocks = reinterpret_cast<const quant::BlockQ8_0*>(q8_0_row);
+  for (int64_t q = 0; q < quads_per_row(n_blocks); ++q) quads[q] = Q8_0Quad{};
   for (int64_t b = 0; b < n_blocks; ++b) {
-    for (int lane = 0; lane < kLaneSumsPerBlock; ++lane) {
-      const int8_t* q = blocks[b].qs + 4 * lane;
-      lane_sums[b * kLaneSumsPerBlock + lane] = -(q[0] + q[1] + q[2] + q[3]);
+    Q8_0Quad& quad = quads[b / kQuadBlocks];
+    const int k = static_cast<int>(b % kQuadBlocks);
+    for (int i = 0; i < 16; ++i) {
+      quad.low[16 * k + i] = blocks[b].qs[i];
+      quad.high[16 * k + i] = blocks[b].qs[16 + i];
+    }
+    for (int lane = 0; lane < 4; ++lane) {
+      int sum = 0;
+      for (int i = 0; i < 4; ++i) sum += blocks[b].qs[4 * lane + i] + blocks[b].qs[16 + 4 * lane + i];
+      quad.sums[4 * k + lane] = -sum;
+      quad.scales[4 * k + lane] = quant::fp16_to_fp32(blocks[b].d);
     }
   }
 }
