@@ -33,8 +33,8 @@ detail::DotFn integer_kernel(Isa isa, DType weight_type) {
   return detail::dot_k_quant_family(isa, weight_type);
 }
 
-void integer_rows(Isa isa, const TensorView& weight, const PreparedInput& input, float* output, int64_t output_stride,
-                  int64_t row_begin, int64_t row_end) {
+void integer_rows(Isa isa, const TensorView& weight, const PreparedInput& input, float* output,
+                  int64_t output_stride, int64_t row_begin, int64_t row_end) {
   const detail::DotFn dot = integer_kernel(isa, weight.dtype);
   const detail::DotRowsFn dot_rows = detail::dot_q8_0_rows_family(isa, weight.dtype);
   const int64_t row_bytes = weight.row_bytes();

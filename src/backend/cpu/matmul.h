@@ -56,7 +56,9 @@ struct alignas(64) Q8_0Quad {
   float scales[16];
 };
 constexpr int kQuadBlocks = 4;
-inline int64_t quads_per_row(int64_t n_blocks) { return (n_blocks + kQuadBlocks - 1) / kQuadBlocks; }
+inline int64_t quads_per_row(int64_t n_blocks) {
+  return (n_blocks + kQuadBlocks - 1) / kQuadBlocks;
+}
 
 // Activations prepared once for a weight dtype: quantized to its activation format (Q8_0 for
 // Q8_0/Q4_0, Q8_K for Q4_K/Q5_K/Q6_K) or kept as f32 (float weights, and block types without an

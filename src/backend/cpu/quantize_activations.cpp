@@ -158,7 +158,7 @@ void activation_quads(Isa isa, const uint8_t* q8_0_row, int64_t n_blocks, Q8_0Qu
     }
     for (int lane = 0; lane < 4; ++lane) {
       int sum = 0;
-      for (int i = 0; i < 4; ++i) sum += blocks[b].qs[4 * lane + i] + blocks[b].qs[16 + 4 * lane + i];
+      for (int i = 4 * lane; i < 4 * lane + 4; ++i) sum += blocks[b].qs[i] + blocks[b].qs[16 + i];
       quad.sums[4 * k + lane] = -sum;
       quad.scales[4 * k + lane] = quant::fp16_to_fp32(blocks[b].d);
     }
