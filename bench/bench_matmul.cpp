@@ -4,6 +4,9 @@
 //            parallel sum over a 1 GiB buffer, same threads). Iterations rotate over 4 copies of
 //            the weights (400 MB) so the L3 cache (tens of MB, a victim cache on AMD) cannot
 //            serve part of the stream and inflate the figure.
+//   matvec_cached: one token x 4 MiB of weights, served by the L3 cache: the kernel's own
+//            ceiling in weight GB/s. Far above the memory bandwidth means the
+//            matvec above is bound by memory, not by the kernel's instructions.
 //   prefill: 512 tokens x [K = 256 -> N = 192, 256, 4096]: GFLOP/s (2 N K T flops).
 // Prints Google Benchmark's table, then one JSON line per case: best and median iteration (on a
 // shared machine the best is the closest to the kernel's own speed). Each matvec iteration is
@@ -204,6 +207,7 @@ constexpr DType kFormats[] = {DType::F32,  DType::BF16, DType::F16,  DType::Q8_0
 void register_cases() {
   constexpr int64_t kMatvecCols = 4096;
   constexpr int64_t kMatvecBytes = 100'000'000;
+  constexpr int64_t kCachedBytes = 4 * 1024 * 1024;
   for (DType dtype : kFormats) {
     const int64_t rows = (kMatvecBytes + moenav::dtype_bytes(dtype, kMatvecCols) - 1) /
                          moenav::dtype_bytes(dtype, kMatvecCols);
@@ -214,6 +218,17 @@ void register_cases() {
         ->UseManualTime()
         ->Unit(benchmark::kMillisecond)
         ->MinTime(0.5);
+  }
+  for (DType dtype : kFormats) {
+    const int64_t rows = kCachedBytes / moenav::dtype_bytes(dtype, kMatvecCols) / 32 * 32;
+    const std::string name = "matvec_cached/" + std::string(moenav::dtype_name(dtype));
+    benchmark::RegisterBenchmark(name.c_str(),
+                                 [=](benchmark::State& state) {
+                                   run_case(state, "matvec_cached", dtype, rows, kMatvecCols, 1, 1);
+                                 })
+        ->UseManualTime()
+        ->Unit(benchmark::kMicrosecond)
+        ->MinTime(0.2);
   }
   for (DType dtype : kFormats) {
     for (int64_t rows : {192, 256, 4096}) {

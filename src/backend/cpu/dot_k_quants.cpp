@@ -184,6 +184,9 @@ DotFn for_isa(Isa isa) {
 }  // namespace
 
 DotFn dot_k_quant_family(Isa isa, DType weight_type) {
+  if (isa == Isa::Avx512) {
+    if (DotFn dot = dot_k_quant_avx512_family(weight_type)) return dot;
+  }
   switch (weight_type) {
     case DType::Q4_K:
       return for_isa<quant::BlockQ4_K>(isa);

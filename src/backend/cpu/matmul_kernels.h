@@ -49,6 +49,7 @@ bool reads_activation_quads(Isa isa, DType weight_type);
 // nullptr when the family has no kernel for this weight type.
 DotFn dot_q8_0_family(Isa isa, DType weight_type);           // Q8_0, Q4_0 x Q8_0 (dot_q8_0.cpp)
 DotFn dot_k_quant_family(Isa isa, DType weight_type);        // Q2_K..Q6_K x Q8_K (dot_k_quants.cpp)
+DotFn dot_k_quant_avx512_family(DType weight_type);          // Q4_K, Q5_K (dot_k_quants_avx512.cpp)
 DotRowsFn dot_q8_0_rows_family(Isa isa, DType weight_type);  // nullptr: no tiled kernel
 
 }  // namespace moenav::cpu::detail
