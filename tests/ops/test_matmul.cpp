@@ -332,6 +332,35 @@ TEST(Matmul, BatchAndRowRangeInvariant) {
   }
 }
 
+// A one-token matmul over a thread's range of 256 KiB or more reads its weights with the
+// prefetching kernels (WeightRead::Streamed), a single row with the cached ones: the same bits.
+TEST(Matmul, StreamedWeightReadsGiveCachedBits) {
+  using cpu::detail::WeightRead;
+  for (DType dtype : {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q5_K, DType::Q6_K,
+                      DType::Q2_K, DType::Q3_K}) {
+    const Case c{dtype, 400, 2304, 1};  // Q2_K, the smallest: 400 x 756 bytes = 295 KiB
+    ASSERT_GE(dtype_bytes(dtype, c.cols) * c.rows, 256 * 1024) << dtype_name(dtype);
+    const Problem p = make_problem(c, 77);
+    cpu::PreparedInput prepared;
+    cpu::prepare_input(dtype, p.input.data(), 1, c.cols, prepared);
+    for (cpu::Isa isa : supported_isas()) {
+      auto family = [&](WeightRead read) {
+        cpu::detail::DotFn dot = cpu::detail::dot_q8_0_family(isa, dtype, read);
+        return dot != nullptr ? dot : cpu::detail::dot_k_quant_family(isa, dtype, read);
+      };
+      if (isa != cpu::Isa::Scalar) {
+        EXPECT_NE(family(WeightRead::Streamed), family(WeightRead::Cached)) << case_name(c, isa);
+      }
+      std::vector<float> whole(static_cast<size_t>(c.rows), NAN), alone(whole.size(), NAN);
+      cpu::matmul_rows(p.weight, prepared, whole.data(), c.rows, 0, c.rows, isa);
+      for (int64_t n = 0; n < c.rows; ++n) {
+        cpu::matmul_rows(p.weight, prepared, alone.data(), c.rows, n, n + 1, isa);
+      }
+      EXPECT_EQ(whole, alone) << case_name(c, isa);
+    }
+  }
+}
+
 // Products sharing one input in one region give each weight's matmul bits, with weights of
 // different activation formats (Q8_0, Q8_K, f32) and sizes, so row ranges cross from one weight
 // to the next, for a decode token and a prefill batch.

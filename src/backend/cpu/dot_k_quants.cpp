@@ -12,6 +12,7 @@
 #endif
 
 #include "backend/cpu/matmul_kernels.h"
+#include "backend/cpu/prefetch.h"
 #include "quant/blocks.h"
 #include "quant/quant.h"
 
@@ -168,13 +169,14 @@ inline __m256i merge_two_bits(__m256i low, __m256i high, __m256i mask) {
 #endif
 
 template <typename Block>
-DotFn for_isa(Isa isa) {
+DotFn for_isa(Isa isa, WeightRead read) {
+  const bool stream = read == WeightRead::Streamed;
   switch (isa) {
 #if defined(__x86_64__) && defined(__GNUC__)
     case Isa::Avx512:
-      return &avx512::dot_k_tokens<Block>;
+      return stream ? &avx512::dot_k_tokens<Block, true> : &avx512::dot_k_tokens<Block>;
     case Isa::Avx2:
-      return &avx2::dot_k_tokens<Block>;
+      return stream ? &avx2::dot_k_tokens<Block, true> : &avx2::dot_k_tokens<Block>;
 #endif
     default:
       return &scalar::dot_k_tokens<Block>;
@@ -183,21 +185,21 @@ DotFn for_isa(Isa isa) {
 
 }  // namespace
 
-DotFn dot_k_quant_family(Isa isa, DType weight_type) {
+DotFn dot_k_quant_family(Isa isa, DType weight_type, WeightRead read) {
   if (isa == Isa::Avx512) {
-    if (DotFn dot = dot_k_quant_avx512_family(weight_type)) return dot;
+    if (DotFn dot = dot_k_quant_avx512_family(weight_type, read)) return dot;
   }
   switch (weight_type) {
     case DType::Q4_K:
-      return for_isa<quant::BlockQ4_K>(isa);
+      return for_isa<quant::BlockQ4_K>(isa, read);
     case DType::Q5_K:
-      return for_isa<quant::BlockQ5_K>(isa);
+      return for_isa<quant::BlockQ5_K>(isa, read);
     case DType::Q6_K:
-      return for_isa<quant::BlockQ6_K>(isa);
+      return for_isa<quant::BlockQ6_K>(isa, read);
     case DType::Q2_K:
-      return for_isa<quant::BlockQ2_K>(isa);
+      return for_isa<quant::BlockQ2_K>(isa, read);
     case DType::Q3_K:
-      return for_isa<quant::BlockQ3_K>(isa);
+      return for_isa<quant::BlockQ3_K>(isa, read);
     default:
       return nullptr;
   }

@@ -21,6 +21,7 @@
 #endif
 
 #include "backend/cpu/matmul_kernels.h"
+#include "backend/cpu/prefetch.h"
 #include "quant/blocks.h"
 
 namespace moenav::cpu::detail {
@@ -78,7 +79,7 @@ constexpr FifthBitMasks fifth_bit_masks() {
 }
 constexpr FifthBitMasks kFifthBitMasks = fifth_bit_masks();
 
-template <typename Block, int RN>
+template <typename Block, int RN, bool kStream>
 void dot_q45_k(const uint8_t* weight_row, const uint8_t* activations, int64_t activation_row_bytes,
                int64_t nb, float* output, int64_t output_stride) {
   constexpr bool kFifthBit = std::is_same_v<Block, quant::BlockQ5_K>;
@@ -102,6 +103,7 @@ void dot_q45_k(const uint8_t* weight_row, const uint8_t* activations, int64_t ac
   // spills them to the stack to merge the empty-loop path otherwise).
   int64_t b = 0;
   do {
+    if constexpr (kStream) prefetch_weights_ahead<sizeof(Block)>(&w[b]);
     const __m256i words = scale_min_words(&w[b]);
     const __m512i scales[2] = {_mm512_permutexvar_epi16(scale_indices[0], _mm512_castsi256_si512(words)),
                                _mm512_permutexvar_epi16(scale_indices[1], _mm512_castsi256_si512(words))};
@@ -161,23 +163,25 @@ void dot_q45_k(const uint8_t* weight_row, const uint8_t* activations, int64_t ac
   for (int t = 0; t < RN; ++t) output[t * output_stride] = totals[t];
 }
 
-template <typename Block>
+// DotFn; kStream: a one-token read prefetches the weights ahead (prefetch.h), for weights too
+// large to stay in cache.
+template <typename Block, bool kStream = false>
 void dot_q45_k_tokens(const uint8_t* weight_row, const uint8_t* activations,
                       int64_t activation_row_bytes, int n_tokens, int64_t nb, float* output,
                       int64_t output_stride) {
   switch (n_tokens) {
     case 1:
-      return dot_q45_k<Block, 1>(weight_row, activations, activation_row_bytes, nb, output,
-                                 output_stride);
+      return dot_q45_k<Block, 1, kStream>(weight_row, activations, activation_row_bytes, nb,
+                                          output, output_stride);
     case 2:
-      return dot_q45_k<Block, 2>(weight_row, activations, activation_row_bytes, nb, output,
-                                 output_stride);
+      return dot_q45_k<Block, 2, false>(weight_row, activations, activation_row_bytes, nb, output,
+                                        output_stride);
     case 3:
-      return dot_q45_k<Block, 3>(weight_row, activations, activation_row_bytes, nb, output,
-                                 output_stride);
+      return dot_q45_k<Block, 3, false>(weight_row, activations, activation_row_bytes, nb, output,
+                                        output_stride);
     default:
-      return dot_q45_k<Block, 4>(weight_row, activations, activation_row_bytes, nb, output,
-                                 output_stride);
+      return dot_q45_k<Block, 4, false>(weight_row, activations, activation_row_bytes, nb, output,
+                                        output_stride);
   }
 }
 
@@ -188,12 +192,20 @@ void dot_q45_k_tokens(const uint8_t* weight_row, const uint8_t* activations,
 
 #endif
 
-DotFn dot_k_quant_avx512_family(DType weight_type) {
+DotFn dot_k_quant_avx512_family(DType weight_type, WeightRead read) {
 #if defined(__x86_64__) && defined(__GNUC__)
-  if (weight_type == DType::Q4_K) return &avx512::dot_q45_k_tokens<quant::BlockQ4_K>;
-  if (weight_type == DType::Q5_K) return &avx512::dot_q45_k_tokens<quant::BlockQ5_K>;
+  const bool stream = read == WeightRead::Streamed;
+  if (weight_type == DType::Q4_K) {
+    return stream ? &avx512::dot_q45_k_tokens<quant::BlockQ4_K, true>
+                  : &avx512::dot_q45_k_tokens<quant::BlockQ4_K>;
+  }
+  if (weight_type == DType::Q5_K) {
+    return stream ? &avx512::dot_q45_k_tokens<quant::BlockQ5_K, true>
+                  : &avx512::dot_q45_k_tokens<quant::BlockQ5_K>;
+  }
 #else
   (void)weight_type;
+  (void)read;
 #endif
   return nullptr;
 }

@@ -15,6 +15,7 @@
 #endif
 
 #include "backend/cpu/matmul_kernels.h"
+#include "backend/cpu/prefetch.h"
 #include "quant/blocks.h"
 #include "quant/quant.h"
 
@@ -87,15 +88,24 @@ constexpr int kTileRows = 4;
 
 }  // namespace
 
-DotFn dot_q8_0_family(Isa isa, DType weight_type) {
+DotFn dot_q8_0_family(Isa isa, DType weight_type, WeightRead read) {
   const bool q4 = weight_type == DType::Q4_0;
   if (!q4 && weight_type != DType::Q8_0) return nullptr;
+  const bool stream = read == WeightRead::Streamed;
   switch (isa) {
 #if defined(__x86_64__) && defined(__GNUC__)
     case Isa::Avx512:
+      if (stream) {
+        return q4 ? &avx512::dot_q8_0_streamed<quant::BlockQ4_0>
+                  : &avx512::dot_q8_0_streamed<quant::BlockQ8_0>;
+      }
       return q4 ? &avx512::dot_q8_0_tokens<quant::BlockQ4_0>
                 : &avx512::dot_q8_0_tokens<quant::BlockQ8_0>;
     case Isa::Avx2:
+      if (stream) {
+        return q4 ? &avx2::dot_q8_0_streamed<quant::BlockQ4_0>
+                  : &avx2::dot_q8_0_streamed<quant::BlockQ8_0>;
+      }
       return q4 ? &avx2::dot_q8_0_tokens<quant::BlockQ4_0>
                 : &avx2::dot_q8_0_tokens<quant::BlockQ8_0>;
 #endif

@@ -22,22 +22,30 @@ constexpr int64_t kRowAlignment = 16;              // f32 outputs per 64-byte ca
 // (52 KB) splits in two, and decode runs ~15% faster than at 64 KiB; 4 KiB is no better.
 constexpr int64_t kMinBytesPerThread = 16 * 1024;
 constexpr int64_t kGroupBytes = 256 * 1024;        // weight rows kept in L2 while tokens stream
+// A thread's share of a one-token matmul at least this large is read with prefetching kernels
+// (WeightRead::Streamed). Below it (the embedded model's experts: 26 KB a thread) the 8 KiB the
+// prefetches run past the end of the range cost more than they hide.
+constexpr int64_t kStreamedBytes = 256 * 1024;
 
 void check_weight(const TensorView& weight) {
   MOENAV_CHECK(!weight.empty());
   MOENAV_CHECK(row_size_valid(weight.dtype, weight.cols()));
 }
 
-detail::DotFn integer_kernel(Isa isa, DType weight_type) {
-  if (detail::DotFn dot = detail::dot_q8_0_family(isa, weight_type)) return dot;
-  return detail::dot_k_quant_family(isa, weight_type);
+detail::DotFn integer_kernel(Isa isa, DType weight_type,
+                             detail::WeightRead read = detail::WeightRead::Cached) {
+  if (detail::DotFn dot = detail::dot_q8_0_family(isa, weight_type, read)) return dot;
+  return detail::dot_k_quant_family(isa, weight_type, read);
 }
 
 void integer_rows(Isa isa, const TensorView& weight, const PreparedInput& input, float* output,
                   int64_t output_stride, int64_t row_begin, int64_t row_end) {
-  const detail::DotFn dot = integer_kernel(isa, weight.dtype);
-  const detail::DotRowsFn dot_rows = detail::dot_q8_0_rows_family(isa, weight.dtype);
   const int64_t row_bytes = weight.row_bytes();
+  // A one-token read of a range this large streams from memory: its kernel prefetches.
+  const bool streamed = input.n_tokens == 1 && (row_end - row_begin) * row_bytes >= kStreamedBytes;
+  const detail::DotFn dot = integer_kernel(
+      isa, weight.dtype, streamed ? detail::WeightRead::Streamed : detail::WeightRead::Cached);
+  const detail::DotRowsFn dot_rows = detail::dot_q8_0_rows_family(isa, weight.dtype);
   const auto* weight_data = static_cast<const uint8_t*>(weight.data);
   const int64_t n_blocks = weight.cols() / dtype_block_size(weight.dtype);
   // The activations of token t: Q8_0Quad rows or the quantized blocks.

@@ -46,10 +46,17 @@ void activation_quads(Isa isa, const uint8_t* q8_0_row, int64_t n_blocks, Q8_0Qu
 // pointer of DotFn / DotRowsFn then points at Q8_0Quad rows) rather than the Q8_0 blocks.
 bool reads_activation_quads(Isa isa, DType weight_type);
 
-// nullptr when the family has no kernel for this weight type.
-DotFn dot_q8_0_family(Isa isa, DType weight_type);           // Q8_0, Q4_0 x Q8_0 (dot_q8_0.cpp)
-DotFn dot_k_quant_family(Isa isa, DType weight_type);        // Q2_K..Q6_K x Q8_K (dot_k_quants.cpp)
-DotFn dot_k_quant_avx512_family(DType weight_type);          // Q4_K, Q5_K (dot_k_quants_avx512.cpp)
+// How a DotFn reads the weight rows of a one-token call: Streamed prefetches them ahead
+// (prefetch.h), for row ranges too large to stay in cache; Cached leaves it to the hardware.
+// Both give the same bits; calls of more tokens are the same in both.
+enum class WeightRead { Cached, Streamed };
+
+// nullptr when the family has no kernel for this weight type. The scalar kernels ignore `read`.
+// Q8_0, Q4_0 x Q8_0 (dot_q8_0.cpp); Q2_K..Q6_K x Q8_K (dot_k_quants.cpp); Q4_K, Q5_K on
+// AVX-512 (dot_k_quants_avx512.cpp).
+DotFn dot_q8_0_family(Isa isa, DType weight_type, WeightRead read = WeightRead::Cached);
+DotFn dot_k_quant_family(Isa isa, DType weight_type, WeightRead read = WeightRead::Cached);
+DotFn dot_k_quant_avx512_family(DType weight_type, WeightRead read);
 DotRowsFn dot_q8_0_rows_family(Isa isa, DType weight_type);  // nullptr: no tiled kernel
 
 }  // namespace moenav::cpu::detail
