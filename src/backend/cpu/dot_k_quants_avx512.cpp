@@ -1,4 +1,4 @@
-// Q4_K and Q5_K weights x Q8_K activations in 512-bit VNNI steps.
+// Q4_K, Q5_K and Q6_K weights x Q8_K activations in 512-bit VNNI steps (Q6_K: dot_q6_k).
 //
 // The 256-bit body (dot_k_quants_body.inc) spends ~97 instructions on a super-block of one token,
 // and Zen4 runs it at the rate it can issue them. Here a Q4_K super-block takes 59:
@@ -43,10 +43,10 @@ namespace {
 // (scale) or p[j] (min).
 inline __m256i scale_min_words(const void* block) {
   const __m128i raw = _mm_loadu_si128(static_cast<const __m128i*>(block));
-  const __m128i low_source =
-      _mm_shuffle_epi8(raw, _mm_setr_epi8(4, 5, 6, 7, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15));
-  const __m128i top_source =
-      _mm_shuffle_epi8(raw, _mm_setr_epi8(-1, -1, -1, -1, 4, 5, 6, 7, -1, -1, -1, -1, 8, 9, 10, 11));
+  const __m128i low_source = _mm_shuffle_epi8(
+      raw, _mm_setr_epi8(4, 5, 6, 7, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15));
+  const __m128i top_source = _mm_shuffle_epi8(
+      raw, _mm_setr_epi8(-1, -1, -1, -1, 4, 5, 6, 7, -1, -1, -1, -1, 8, 9, 10, 11));
   // Mins 4..7 take the high nibble (bytes 12..15).
   const __m128i nibbles = _mm_mask_mov_epi8(low_source, 0xF000, _mm_srli_epi16(low_source, 4));
   const __m128i low = _mm_and_si128(
@@ -59,8 +59,10 @@ inline __m256i scale_min_words(const void* block) {
 // inputs per 128-bit chunk: words 0-3 of chunk c come from levels[2h] (chunks 0-1: k = 4h,
 // chunks 2-3: k = 4h+1), words 4-7 from levels[2h+1] (k = 4h+2, then 4h+3).
 alignas(64) constexpr int16_t kScaleIndex[2][32] = {
-    {0, 0, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0, 2, 2, 2, 2, 1, 1, 1, 1, 3, 3, 3, 3, 1, 1, 1, 1, 3, 3, 3, 3},
-    {4, 4, 4, 4, 6, 6, 6, 6, 4, 4, 4, 4, 6, 6, 6, 6, 5, 5, 5, 5, 7, 7, 7, 7, 5, 5, 5, 5, 7, 7, 7, 7}};
+    {0, 0, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0, 2, 2, 2, 2,
+     1, 1, 1, 1, 3, 3, 3, 3, 1, 1, 1, 1, 3, 3, 3, 3},
+    {4, 4, 4, 4, 6, 6, 6, 6, 4, 4, 4, 4, 6, 6, 6, 6,
+     5, 5, 5, 5, 7, 7, 7, 7, 5, 5, 5, 5, 7, 7, 7, 7}};
 // Word indices of the mins paired with Q8_K's 16 bsums (two per 32-element group).
 alignas(32) constexpr int16_t kMinPairIndex[16] = {8,  8,  9,  9,  10, 10, 11, 11,
                                                    12, 12, 13, 13, 14, 14, 15, 15};
@@ -78,6 +80,23 @@ constexpr FifthBitMasks fifth_bit_masks() {
   return masks;
 }
 constexpr FifthBitMasks kFifthBitMasks = fifth_bit_masks();
+
+// output[t * output_stride] = the sum of the 8 lanes of totals[t]: four 128-bit partial sums
+// per token, then two rounds of pairwise adds give all tokens' sums in one vector (missing tokens
+// are zeros).
+template <int RN>
+inline void store_sums(const __m256 (&totals)[RN], float* output, int64_t output_stride) {
+  __m128 quarters[4];
+  for (int t = 0; t < 4; ++t) {
+    quarters[t] =
+        t < RN ? _mm_add_ps(_mm256_castps256_ps128(totals[t]), _mm256_extractf128_ps(totals[t], 1))
+               : _mm_setzero_ps();
+  }
+  alignas(16) float sums[4];
+  _mm_store_ps(sums, _mm_hadd_ps(_mm_hadd_ps(quarters[0], quarters[1]),
+                                 _mm_hadd_ps(quarters[2], quarters[3])));
+  for (int t = 0; t < RN; ++t) output[t * output_stride] = sums[t];
+}
 
 template <typename Block, int RN, bool kStream>
 void dot_q45_k(const uint8_t* weight_row, const uint8_t* activations, int64_t activation_row_bytes,
@@ -105,8 +124,9 @@ void dot_q45_k(const uint8_t* weight_row, const uint8_t* activations, int64_t ac
   do {
     if constexpr (kStream) prefetch_weights_ahead<sizeof(Block)>(&w[b]);
     const __m256i words = scale_min_words(&w[b]);
-    const __m512i scales[2] = {_mm512_permutexvar_epi16(scale_indices[0], _mm512_castsi256_si512(words)),
-                               _mm512_permutexvar_epi16(scale_indices[1], _mm512_castsi256_si512(words))};
+    const __m512i scales[2] = {
+        _mm512_permutexvar_epi16(scale_indices[0], _mm512_castsi256_si512(words)),
+        _mm512_permutexvar_epi16(scale_indices[1], _mm512_castsi256_si512(words))};
     const __m256i min_pairs = _mm256_permutexvar_epi16(min_indices, words);
     __m512i levels[4];  // 64-element groups: low nibbles, then high nibbles of 32 bytes of qs
     for (int g = 0; g < 4; ++g) {
@@ -115,10 +135,11 @@ void dot_q45_k(const uint8_t* weight_row, const uint8_t* activations, int64_t ac
       levels[g] = _mm512_and_si512(_mm512_mask_srli_epi16(packed, 0xFFFF0000, packed, 4), nibble);
     }
     if constexpr (kFifthBit) {
-      const __m512i high_bits = _mm512_broadcast_i64x4(
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qh)));
+      const __m512i high_bits =
+          _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qh)));
       for (int g = 0; g < 4; ++g) {
-        const __mmask64 set = _mm512_test_epi8_mask(high_bits, _mm512_load_si512(kFifthBitMasks.bytes[g]));
+        const __mmask64 set =
+            _mm512_test_epi8_mask(high_bits, _mm512_load_si512(kFifthBitMasks.bytes[g]));
         levels[g] = _mm512_mask_add_epi8(levels[g], set, levels[g], _mm512_set1_epi8(16));
       }
     }
@@ -138,50 +159,124 @@ void dot_q45_k(const uint8_t* weight_row, const uint8_t* activations, int64_t ac
       const __m256i msum = _mm256_madd_epi16(
           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[t][b].bsums)), min_pairs);
       const __m128 factors = _mm_mul_ps(d_dmin, _mm_set1_ps(a[t][b].d));  // d_x d, d_x dmin
-      scaled[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_broadcastss_ps(factors),
-                                  scaled[t]);
+      scaled[t] =
+          _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_broadcastss_ps(factors), scaled[t]);
       mins[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum),
                                 _mm256_broadcastss_ps(_mm_movehdup_ps(factors)), mins[t]);
     }
   } while (++b < nb);
-  // Four 128-bit partial sums per token, then two rounds of pairwise adds give the totals of all
-  // tokens in one vector (missing tokens are zeros).
-  __m128 quarters[4];
-  for (int t = 0; t < 4; ++t) {
-    if (t >= RN) {
-      quarters[t] = _mm_setzero_ps();
-      continue;
-    }
-    const __m256 total = _mm256_sub_ps(_mm256_add_ps(_mm512_castps512_ps256(scaled[t]),
-                                                     _mm512_extractf32x8_ps(scaled[t], 1)),
-                                       mins[t]);
-    quarters[t] = _mm_add_ps(_mm256_castps256_ps128(total), _mm256_extractf128_ps(total, 1));
+  __m256 totals[RN];
+  for (int t = 0; t < RN; ++t) {
+    totals[t] = _mm256_sub_ps(
+        _mm256_add_ps(_mm512_castps512_ps256(scaled[t]), _mm512_extractf32x8_ps(scaled[t], 1)),
+        mins[t]);
   }
-  alignas(16) float totals[4];
-  _mm_store_ps(totals, _mm_hadd_ps(_mm_hadd_ps(quarters[0], quarters[1]),
-                                   _mm_hadd_ps(quarters[2], quarters[3])));
-  for (int t = 0; t < RN; ++t) output[t * output_stride] = totals[t];
+  store_sums<RN>(totals, output, output_stride);
+}
+
+// Word indices into Q6_K's 16 scales (s16) for the packed sums of half h: words 0-3 of chunk c
+// come from the group of elements 0..63 of the half (sub-block 8h + c), words 4-7 from 64..127
+// (sub-block 8h + 4 + c).
+struct Q6ScaleIndex {
+  alignas(64) int16_t words[2][32];
+};
+constexpr Q6ScaleIndex q6_scale_index() {
+  Q6ScaleIndex index{};
+  for (int h = 0; h < 2; ++h) {
+    for (int i = 0; i < 32; ++i) {
+      index.words[h][i] = static_cast<int16_t>(8 * h + i / 8 + (i % 8 >= 4 ? 4 : 0));
+    }
+  }
+  return index;
+}
+constexpr Q6ScaleIndex kQ6ScaleIndex = q6_scale_index();
+
+// Q6_K: half h's 64 bytes of ql hold elements 0..63 of the half in their low nibbles and
+// 64..127 in their high ones, in order; its 32 bytes of qh, broadcast to both halves of a zmm
+// and shifted right by 2 in the upper one, hold the top two bits of element l and l + 32 at bits
+// 0-1 and of elements l + 64 and l + 96 at bits 4-5. The levels (0..63, the value + 32) times
+// Q8_K quants sum to |lane| <= 4 * 63 * 128 < 2^15, so vpackssdw and vpdpwssd by the sub-blocks'
+// int8 scales are exact, as with Q4_K; 32 * sum_j scale_j bsum_j takes the +32 back out.
+template <int RN, bool kStream>
+void dot_q6_k(const uint8_t* weight_row, const uint8_t* activations, int64_t activation_row_bytes,
+              int64_t nb, float* output, int64_t output_stride) {
+  const auto* w = reinterpret_cast<const quant::BlockQ6_K*>(weight_row);
+  const quant::BlockQ8_K* a[RN];
+  for (int t = 0; t < RN; ++t) {
+    a[t] = reinterpret_cast<const quant::BlockQ8_K*>(activations + t * activation_row_bytes);
+  }
+  const __m512i nibble = _mm512_set1_epi8(0x0F);
+  const __m512i top_bits = _mm512_set1_epi8(0x30);
+  const __m512i scale_indices[2] = {_mm512_load_si512(kQ6ScaleIndex.words[0]),
+                                    _mm512_load_si512(kQ6ScaleIndex.words[1])};
+  __m512 scaled[RN];
+  for (int t = 0; t < RN; ++t) scaled[t] = _mm512_setzero_ps();
+  int64_t b = 0;
+  do {  // a row has at least one super-block (see dot_q45_k)
+    if constexpr (kStream) prefetch_weights_ahead<sizeof(quant::BlockQ6_K)>(&w[b]);
+    const __m256i scale_words =
+        _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b].scales)));
+    __m512i levels[4], scales[2];  // levels[2h]: elements 0..63 of half h, levels[2h + 1]: 64..127
+    for (int h = 0; h < 2; ++h) {
+      const __m512i low = _mm512_loadu_si512(w[b].ql + 64 * h);
+      const __m512i high = _mm512_broadcast_i64x4(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qh + 32 * h)));
+      const __m512i top = _mm512_mask_srli_epi16(high, 0xFFFF0000, high, 2);
+      levels[2 * h] = _mm512_or_si512(_mm512_and_si512(low, nibble),
+                                      _mm512_and_si512(_mm512_slli_epi16(top, 4), top_bits));
+      levels[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(low, 4), nibble),
+                                          _mm512_and_si512(top, top_bits));
+      scales[h] = _mm512_permutexvar_epi16(scale_indices[h], _mm512_castsi256_si512(scale_words));
+    }
+    const float d = _cvtsh_ss(w[b].d);
+    for (int t = 0; t < RN; ++t) {
+      const int8_t* x = a[t][b].qs;
+      __m512i isum = _mm512_setzero_si512();
+      for (int h = 0; h < 2; ++h) {
+        const __m512i first = _mm512_dpbusd_epi32(_mm512_setzero_si512(), levels[2 * h],
+                                                  _mm512_loadu_si512(x + 128 * h));
+        const __m512i second = _mm512_dpbusd_epi32(_mm512_setzero_si512(), levels[2 * h + 1],
+                                                   _mm512_loadu_si512(x + 128 * h + 64));
+        isum = _mm512_dpwssd_epi32(isum, _mm512_packs_epi32(first, second), scales[h]);
+      }
+      const __m256i offset = _mm256_madd_epi16(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[t][b].bsums)), scale_words);
+      isum = _mm512_sub_epi32(isum, _mm512_zextsi256_si512(_mm256_slli_epi32(offset, 5)));
+      scaled[t] =
+          _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(d * a[t][b].d), scaled[t]);
+    }
+  } while (++b < nb);
+  __m256 totals[RN];
+  for (int t = 0; t < RN; ++t) {
+    totals[t] =
+        _mm256_add_ps(_mm512_castps512_ps256(scaled[t]), _mm512_extractf32x8_ps(scaled[t], 1));
+  }
+  store_sums<RN>(totals, output, output_stride);
 }
 
 // DotFn; kStream: a one-token read prefetches the weights ahead (prefetch.h), for weights too
 // large to stay in cache.
 template <typename Block, bool kStream = false>
-void dot_q45_k_tokens(const uint8_t* weight_row, const uint8_t* activations,
-                      int64_t activation_row_bytes, int n_tokens, int64_t nb, float* output,
-                      int64_t output_stride) {
+void dot_tokens(const uint8_t* weight_row, const uint8_t* activations, int64_t activation_row_bytes,
+                int n_tokens, int64_t nb, float* output, int64_t output_stride) {
+  auto run = [&]<int RN, bool kPrefetch = false>() {
+    if constexpr (std::is_same_v<Block, quant::BlockQ6_K>) {
+      dot_q6_k<RN, kPrefetch>(weight_row, activations, activation_row_bytes, nb, output,
+                              output_stride);
+    } else {
+      dot_q45_k<Block, RN, kPrefetch>(weight_row, activations, activation_row_bytes, nb, output,
+                                      output_stride);
+    }
+  };
   switch (n_tokens) {
     case 1:
-      return dot_q45_k<Block, 1, kStream>(weight_row, activations, activation_row_bytes, nb,
-                                          output, output_stride);
+      return run.template operator()<1, kStream>();
     case 2:
-      return dot_q45_k<Block, 2, false>(weight_row, activations, activation_row_bytes, nb, output,
-                                        output_stride);
+      return run.template operator()<2>();
     case 3:
-      return dot_q45_k<Block, 3, false>(weight_row, activations, activation_row_bytes, nb, output,
-                                        output_stride);
+      return run.template operator()<3>();
     default:
-      return dot_q45_k<Block, 4, false>(weight_row, activations, activation_row_bytes, nb, output,
-                                        output_stride);
+      return run.template operator()<4>();
   }
 }
 
@@ -195,14 +290,12 @@ void dot_q45_k_tokens(const uint8_t* weight_row, const uint8_t* activations,
 DotFn dot_k_quant_avx512_family(DType weight_type, WeightRead read) {
 #if defined(__x86_64__) && defined(__GNUC__)
   const bool stream = read == WeightRead::Streamed;
-  if (weight_type == DType::Q4_K) {
-    return stream ? &avx512::dot_q45_k_tokens<quant::BlockQ4_K, true>
-                  : &avx512::dot_q45_k_tokens<quant::BlockQ4_K>;
-  }
-  if (weight_type == DType::Q5_K) {
-    return stream ? &avx512::dot_q45_k_tokens<quant::BlockQ5_K, true>
-                  : &avx512::dot_q45_k_tokens<quant::BlockQ5_K>;
-  }
+  auto pick = [stream]<typename Block>() -> DotFn {
+    return stream ? &avx512::dot_tokens<Block, true> : &avx512::dot_tokens<Block>;
+  };
+  if (weight_type == DType::Q4_K) return pick.template operator()<quant::BlockQ4_K>();
+  if (weight_type == DType::Q5_K) return pick.template operator()<quant::BlockQ5_K>();
+  if (weight_type == DType::Q6_K) return pick.template operator()<quant::BlockQ6_K>();
 #else
   (void)weight_type;
   (void)read;

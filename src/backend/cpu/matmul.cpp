@@ -17,11 +17,11 @@
 namespace moenav::cpu {
 namespace {
 
-constexpr int64_t kRowAlignment = 16;              // f32 outputs per 64-byte cache line
+constexpr int64_t kRowAlignment = 16;  // f32 outputs per 64-byte cache line
 // Weight bytes x tokens worth waking a thread: at 16 KiB an expert matvec of the embedded model
 // (52 KB) splits in two, and decode runs ~15% faster than at 64 KiB; 4 KiB is no better.
 constexpr int64_t kMinBytesPerThread = 16 * 1024;
-constexpr int64_t kGroupBytes = 256 * 1024;        // weight rows kept in L2 while tokens stream
+constexpr int64_t kGroupBytes = 256 * 1024;  // weight rows kept in L2 while tokens stream
 // A thread's share of a one-token matmul at least this large is read with prefetching kernels
 // (WeightRead::Streamed). Below it (the embedded model's experts: 26 KB a thread) the 8 KiB the
 // prefetches run past the end of the range cost more than they hide.
@@ -50,8 +50,8 @@ void integer_rows(Isa isa, const TensorView& weight, const PreparedInput& input,
   const int64_t n_blocks = weight.cols() / dtype_block_size(weight.dtype);
   // The activations of token t: Q8_0Quad rows or the quantized blocks.
   const bool quads = detail::reads_activation_quads(isa, weight.dtype);
-  MOENAV_CHECK(!quads || input.quads.size() ==
-                             static_cast<size_t>(input.n_tokens * quads_per_row(n_blocks)));
+  MOENAV_CHECK(!quads ||
+               input.quads.size() == static_cast<size_t>(input.n_tokens * quads_per_row(n_blocks)));
   const auto* activation_base =
       quads ? reinterpret_cast<const uint8_t*>(input.quads.data()) : input.quantized.data();
   const int64_t input_row_bytes =

@@ -31,8 +31,8 @@ using DotFn = void (*)(const uint8_t* weight_row, const uint8_t* activations,
 // row t). Bit-identical to kDotRows calls of the family's DotFn.
 constexpr int kDotRows = 4;
 using DotRowsFn = void (*)(const uint8_t* weight, int64_t weight_row_bytes,
-                           const uint8_t* activations, int64_t activation_row_bytes,
-                           int n_tokens, int64_t n_blocks, float* output, int64_t output_stride);
+                           const uint8_t* activations, int64_t activation_row_bytes, int n_tokens,
+                           int64_t n_blocks, float* output, int64_t output_stride);
 
 // One f32 row to Q8_0 or Q8_K blocks, bit-identical to quant::quantize_row on every isa
 // (quantize_activations.cpp).
@@ -52,7 +52,7 @@ bool reads_activation_quads(Isa isa, DType weight_type);
 enum class WeightRead { Cached, Streamed };
 
 // nullptr when the family has no kernel for this weight type. The scalar kernels ignore `read`.
-// Q8_0, Q4_0 x Q8_0 (dot_q8_0.cpp); Q2_K..Q6_K x Q8_K (dot_k_quants.cpp); Q4_K, Q5_K on
+// Q8_0, Q4_0 x Q8_0 (dot_q8_0.cpp); Q2_K..Q6_K x Q8_K (dot_k_quants.cpp); Q4_K, Q5_K, Q6_K on
 // AVX-512 (dot_k_quants_avx512.cpp).
 DotFn dot_q8_0_family(Isa isa, DType weight_type, WeightRead read = WeightRead::Cached);
 DotFn dot_k_quant_family(Isa isa, DType weight_type, WeightRead read = WeightRead::Cached);
