@@ -98,6 +98,21 @@ inline void store_sums(const __m256 (&totals)[RN], float* output, int64_t output
   for (int t = 0; t < RN; ++t) output[t * output_stride] = sums[t];
 }
 
+// Sum over a super-block of level_i x_i times the scale word of element i's group: 16 exact
+// int32 lanes. levels[2h], levels[2h + 1]: elements 0..63 and 64..127 of half h (unsigned);
+// scales[h]: the s16 scale words of half h in the order vpackssdw leaves the sums in.
+inline __m512i scaled_dot(const __m512i (&levels)[4], const __m512i (&scales)[2], const int8_t* x) {
+  __m512i isum = _mm512_setzero_si512();
+  for (int h = 0; h < 2; ++h) {
+    const __m512i first =
+        _mm512_dpbusd_epi32(_mm512_setzero_si512(), levels[2 * h], _mm512_loadu_si512(x + 128 * h));
+    const __m512i second = _mm512_dpbusd_epi32(_mm512_setzero_si512(), levels[2 * h + 1],
+                                               _mm512_loadu_si512(x + 128 * h + 64));
+    isum = _mm512_dpwssd_epi32(isum, _mm512_packs_epi32(first, second), scales[h]);
+  }
+  return isum;
+}
+
 template <typename Block, int RN, bool kStream>
 void dot_q45_k(const uint8_t* weight_row, const uint8_t* activations, int64_t activation_row_bytes,
                int64_t nb, float* output, int64_t output_stride) {
@@ -147,15 +162,7 @@ void dot_q45_k(const uint8_t* weight_row, const uint8_t* activations, int64_t ac
     std::memcpy(&d_dmin_halves, &w[b].d, sizeof(d_dmin_halves));
     const __m128 d_dmin = _mm_cvtph_ps(_mm_cvtsi32_si128(d_dmin_halves));
     for (int t = 0; t < RN; ++t) {
-      const int8_t* x = a[t][b].qs;
-      __m512i isum = _mm512_setzero_si512();
-      for (int h = 0; h < 2; ++h) {
-        const __m512i first = _mm512_dpbusd_epi32(_mm512_setzero_si512(), levels[2 * h],
-                                                  _mm512_loadu_si512(x + 128 * h));
-        const __m512i second = _mm512_dpbusd_epi32(_mm512_setzero_si512(), levels[2 * h + 1],
-                                                   _mm512_loadu_si512(x + 128 * h + 64));
-        isum = _mm512_dpwssd_epi32(isum, _mm512_packs_epi32(first, second), scales[h]);
-      }
+      const __m512i isum = scaled_dot(levels, scales, a[t][b].qs);
       const __m256i msum = _mm256_madd_epi16(
           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[t][b].bsums)), min_pairs);
       const __m128 factors = _mm_mul_ps(d_dmin, _mm_set1_ps(a[t][b].d));  // d_x d, d_x dmin
@@ -230,15 +237,7 @@ void dot_q6_k(const uint8_t* weight_row, const uint8_t* activations, int64_t act
     }
     const float d = _cvtsh_ss(w[b].d);
     for (int t = 0; t < RN; ++t) {
-      const int8_t* x = a[t][b].qs;
-      __m512i isum = _mm512_setzero_si512();
-      for (int h = 0; h < 2; ++h) {
-        const __m512i first = _mm512_dpbusd_epi32(_mm512_setzero_si512(), levels[2 * h],
-                                                  _mm512_loadu_si512(x + 128 * h));
-        const __m512i second = _mm512_dpbusd_epi32(_mm512_setzero_si512(), levels[2 * h + 1],
-                                                   _mm512_loadu_si512(x + 128 * h + 64));
-        isum = _mm512_dpwssd_epi32(isum, _mm512_packs_epi32(first, second), scales[h]);
-      }
+      __m512i isum = scaled_dot(levels, scales, a[t][b].qs);
       const __m256i offset = _mm256_madd_epi16(
           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[t][b].bsums)), scale_words);
       isum = _mm512_sub_epi32(isum, _mm512_zextsi256_si512(_mm256_slli_epi32(offset, 5)));
