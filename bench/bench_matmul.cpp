@@ -3,7 +3,9 @@
 //            the figure of merit is weight GB/s, bounded by the bandwidth measured here (a
 //            parallel sum over a 1 GiB buffer, same threads). Iterations rotate over 4 copies of
 //            the weights (400 MB) so the L3 cache (tens of MB, a victim cache on AMD) cannot
-//            serve part of the stream and inflate the figure.
+//            serve part of the stream and inflate the figure. Between two reads of one copy
+//            come 812 MB of other reads (3 copies, 4 bandwidth windows), more than even a
+//            480 MB L3 (a 2-core Xeon VM reports one) holds.
 //   matvec_cached: one token x 4 MiB of weights, served by the L3 cache: the kernel's own
 //            ceiling in weight GB/s. Far above the memory bandwidth means the
 //            matvec above is bound by memory, not by the kernel's instructions.
@@ -41,6 +43,26 @@ moenav::ThreadPool& pool() {
   static moenav::ThreadPool instance(
       std::getenv("MOENAV_BENCH_THREADS") ? std::atoi(std::getenv("MOENAV_BENCH_THREADS")) : 0);
   return instance;
+}
+
+// MOENAV_BENCH_ISA=scalar|avx2|avx512 forces a kernel variant (default: the best this CPU has),
+// e.g. to measure the AVX2 kernels on an AVX-512 machine.
+moenav::cpu::Isa bench_isa() {
+  static const moenav::cpu::Isa isa = [] {
+    const char* name = std::getenv("MOENAV_BENCH_ISA");
+    if (name == nullptr) return moenav::cpu::best_isa();
+    for (int i = 0; i < static_cast<int>(moenav::cpu::Isa::Count); ++i) {
+      const auto candidate = static_cast<moenav::cpu::Isa>(i);
+      if (moenav::cpu::isa_name(candidate) != name) continue;
+      if (moenav::cpu::isa_supported(candidate)) return candidate;
+      std::fprintf(stderr, "bench_matmul: MOENAV_BENCH_ISA=%s: not supported by this CPU\n", name);
+      std::exit(2);
+    }
+    std::fprintf(stderr, "bench_matmul: MOENAV_BENCH_ISA=%s: expected scalar, avx2 or avx512\n",
+                 name);
+    std::exit(2);
+  }();
+  return isa;
 }
 
 double measured_bandwidth_gbps();
@@ -180,13 +202,13 @@ void run_case(benchmark::State& state, const std::string& kind, DType dtype, int
   Result& result = results()[key];
   result = Result{kind, dtype, rows, cols, tokens, view.bytes(), INFINITY, {}, {}};
   for (const TensorView& copy : views) {  // warm-up; leaves the last copy, not the first, in cache
-    moenav::cpu::matmul(copy, input.data(), tokens, output.data(), pool());
+    moenav::cpu::matmul(bench_isa(), copy, input.data(), tokens, output.data(), pool());
   }
   size_t iteration = 0;
   for (auto _ : state) {
     const TensorView& current = views[iteration++ % views.size()];
     const auto start = std::chrono::steady_clock::now();
-    moenav::cpu::matmul(current, input.data(), tokens, output.data(), pool());
+    moenav::cpu::matmul(bench_isa(), current, input.data(), tokens, output.data(), pool());
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     result.best_seconds = std::min(result.best_seconds, seconds);
@@ -262,7 +284,7 @@ void print_json() {
         r.kind.c_str(), std::string(moenav::dtype_name(r.dtype)).c_str(),
         static_cast<long long>(r.rows), static_cast<long long>(r.cols),
         static_cast<long long>(r.tokens),
-        std::string(moenav::cpu::isa_name(moenav::cpu::best_isa())).c_str(), pool().size(),
+        std::string(moenav::cpu::isa_name(bench_isa())).c_str(), pool().size(),
         static_cast<long long>(r.weight_bytes), r.best_seconds, r.median_seconds(), gbps,
         median_gbps, gflops, r.best_bandwidth(), gbps / r.best_bandwidth(), r.median_fraction());
   }
