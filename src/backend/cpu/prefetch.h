@@ -17,14 +17,16 @@ namespace moenav::cpu::detail {
 
 constexpr int64_t kPrefetchDistance = 8 * 1024;
 
-// Prefetches (into L2) the lines of [step + kPrefetchDistance, + kStepBytes) for a kernel whose
-// loop reads kStepBytes of one weight row per step. Consecutive steps' addresses are at most
-// 64 bytes apart, so no line of the stream is skipped; past the end of the weights a prefetch is
-// harmless (it never faults).
-template <int kStepBytes>
+// Prefetches (into L2) kLines lines from step + kDistance for a kernel whose loop reads
+// kStepBytes of one weight row per step. With kLines >= kStepBytes / 64 (rounded up),
+// consecutive steps' addresses are at most 64 bytes apart, so no line of the stream is skipped;
+// past the end of the weights a prefetch is harmless (it never faults).
+template <int kStepBytes, int64_t kDistance = kPrefetchDistance,
+          int kLines = (kStepBytes + 63) / 64>
 inline void prefetch_weights_ahead(const void* step) {
-  const auto* ahead = static_cast<const char*>(step) + kPrefetchDistance;
-  for (int line = 0; line < (kStepBytes + 63) / 64; ++line) {
+  static_assert(kLines * 64 >= kStepBytes, "prefetches must cover every line of the stream");
+  const auto* ahead = static_cast<const char*>(step) + kDistance;
+  for (int line = 0; line < kLines; ++line) {
     __builtin_prefetch(ahead + 64 * line, 0, 2);  // read, locality 2: prefetcht1 on x86
   }
 }
