@@ -7,8 +7,10 @@
 // in flight. Prefetching into L2 8 KiB ahead, in-process A/B: Q8_0 +23-36%, Q4_0 +32-36%, Q4_K
 // +25-34%, Q5_K +24-33%, Q6_K +27-39%, Q3_K +55%, Q2_K +120-140% (Q8_0 and Q4_0 to 0.93 of the
 // bandwidth). 2 KiB ahead gave 0.76-0.78, 32 KiB no more than 8 KiB, into L1 (T0) less, and a
-// burst of prefetches for the whole next row nothing. On the Zen 4 machine of earlier sessions
-// 256-2048 bytes ahead gained nothing; 8 KiB was not measured there.
+// burst of prefetches for the whole next row nothing. For Q8_0/Q4_0, 4 KiB, 12 KiB or one more
+// line per step are within 2 % of this (A/B of function-pointer selected variants); the AVX-512
+// k-quant kernels do better with their own (prefetch_k_quant). On the Zen 4 machine of earlier
+// sessions 256-2048 bytes ahead gained nothing; 8 KiB was not measured there.
 #pragma once
 
 #include <cstdint>
