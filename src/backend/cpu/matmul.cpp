@@ -23,7 +23,7 @@ constexpr int64_t kRowAlignment = 16;  // f32 outputs per 64-byte cache line
 constexpr int64_t kMinBytesPerThread = 16 * 1024;
 constexpr int64_t kGroupBytes = 256 * 1024;  // weight rows kept in L2 while tokens stream
 // A thread's share of a one-token matmul at least this large is read with prefetching kernels
-// (WeightRead::Streamed). Below it (the embedded model's experts: 26 KB a thread) the 8 KiB the
+// (WeightRead::Streamed). Below it (the embedded model's experts: 26 KB a thread) the 4-8 KiB the
 // prefetches run past the end of the range cost more than they hide.
 constexpr int64_t kStreamedBytes = 256 * 1024;
 
