@@ -344,12 +344,10 @@ TEST(Matmul, StreamedWeightReadsGiveCachedBits) {
     cpu::PreparedInput prepared;
     cpu::prepare_input(dtype, p.input.data(), 1, c.cols, prepared);
     for (cpu::Isa isa : supported_isas()) {
-      auto family = [&](WeightRead read) {
-        cpu::detail::DotFn dot = cpu::detail::dot_q8_0_family(isa, dtype, read);
-        return dot != nullptr ? dot : cpu::detail::dot_k_quant_family(isa, dtype, read);
-      };
       if (isa != cpu::Isa::Scalar) {
-        EXPECT_NE(family(WeightRead::Streamed), family(WeightRead::Cached)) << case_name(c, isa);
+        EXPECT_NE(cpu::detail::integer_dot(isa, dtype, WeightRead::Streamed),
+                  cpu::detail::integer_dot(isa, dtype, WeightRead::Cached))
+            << case_name(c, isa);
       }
       std::vector<float> whole(static_cast<size_t>(c.rows), NAN), alone(whole.size(), NAN);
       cpu::matmul_rows(p.weight, prepared, whole.data(), c.rows, 0, c.rows, isa);

@@ -15,6 +15,12 @@
 #include "quant/quant.h"
 
 namespace moenav::cpu {
+
+detail::DotFn detail::integer_dot(Isa isa, DType weight_type, WeightRead read) {
+  if (DotFn dot = dot_q8_0_family(isa, weight_type, read)) return dot;
+  return dot_k_quant_family(isa, weight_type, read);
+}
+
 namespace {
 
 constexpr int64_t kRowAlignment = 16;  // f32 outputs per 64-byte cache line
@@ -32,18 +38,12 @@ void check_weight(const TensorView& weight) {
   MOENAV_CHECK(row_size_valid(weight.dtype, weight.cols()));
 }
 
-detail::DotFn integer_kernel(Isa isa, DType weight_type,
-                             detail::WeightRead read = detail::WeightRead::Cached) {
-  if (detail::DotFn dot = detail::dot_q8_0_family(isa, weight_type, read)) return dot;
-  return detail::dot_k_quant_family(isa, weight_type, read);
-}
-
 void integer_rows(Isa isa, const TensorView& weight, const PreparedInput& input, float* output,
                   int64_t output_stride, int64_t row_begin, int64_t row_end) {
   const int64_t row_bytes = weight.row_bytes();
   // A one-token read of a range this large streams from memory: its kernel prefetches.
   const bool streamed = input.n_tokens == 1 && (row_end - row_begin) * row_bytes >= kStreamedBytes;
-  const detail::DotFn dot = integer_kernel(
+  const detail::DotFn dot = detail::integer_dot(
       isa, weight.dtype, streamed ? detail::WeightRead::Streamed : detail::WeightRead::Cached);
   const detail::DotRowsFn dot_rows = detail::dot_q8_0_rows_family(isa, weight.dtype);
   const auto* weight_data = static_cast<const uint8_t*>(weight.data);
@@ -96,7 +96,7 @@ RowSplit split_rows(int64_t n_rows, int64_t weight_bytes, int64_t n_tokens, int 
 }
 
 DType input_format_for(DType weight_type) {
-  return integer_kernel(Isa::Scalar, weight_type) != nullptr
+  return detail::integer_dot(Isa::Scalar, weight_type) != nullptr
              ? quant::activation_type_for(weight_type)
              : DType::F32;
 }

@@ -59,4 +59,8 @@ DotFn dot_k_quant_family(Isa isa, DType weight_type, WeightRead read = WeightRea
 DotFn dot_k_quant_avx512_family(DType weight_type, WeightRead read);
 DotRowsFn dot_q8_0_rows_family(Isa isa, DType weight_type);  // nullptr: no tiled kernel
 
+// The integer-path DotFn for a weight type: the Q8_0 family's, else the k-quant family's; nullptr
+// when neither has one (matmul.cpp).
+DotFn integer_dot(Isa isa, DType weight_type, WeightRead read = WeightRead::Cached);
+
 }  // namespace moenav::cpu::detail
