@@ -1,7 +1,8 @@
 # The two entry points of README.md. Everything else is plain CMake (see CMakePresets.json).
 #   make run   - install missing packages, build Release, run the main job on the embedded model
 #   make test  - install missing packages, build, run the tests (CTest label cpu; the gpu-labelled
-#                ones among them skip, saying why, without a CUDA device)
+#                ones among them skip, saying why, without a CUDA device), then the gpu-labelled
+#                tests once more on the CPU emulator of the CUDA backend (make test-emulated)
 BUILD ?= build
 JOBS ?= $(shell nproc)
 MODEL ?= models/tiny-mixtral
@@ -11,7 +12,10 @@ TUNE_CONSTRAINT ?= ppl <= 1.05*base
 TUNE_MINUTES ?= 3
 TUNE_DB ?= $(BUILD)/moenav-results.db
 
-.PHONY: setup build run test clean
+EMULATED_BUILD ?= build-emulated
+EMULATED_TESTS = test_cuda_ops test_cuda_dequantize test_cuda_emulator test_cuda_engine
+
+.PHONY: setup build run test test-emulated clean
 
 setup:
 	@scripts/setup.sh
@@ -29,6 +33,14 @@ run: build
 
 test: build
 	cd $(BUILD) && ctest -L cpu --output-on-failure -j $(JOBS)
+	@$(MAKE) --no-print-directory test-emulated
+
+# The CUDA backend built as C++ against tests/cuda_emulator and its gpu-labelled tests run on the
+# CPU: kernels, the decoder and the expert cache checked against the CPU reference without a GPU.
+test-emulated: setup
+	@cmake --preset cuda-emulated >/dev/null
+	@cmake --build $(EMULATED_BUILD) -j $(JOBS) --target $(EMULATED_TESTS)
+	cd $(EMULATED_BUILD) && ctest -L gpu --output-on-failure -j $(JOBS)
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(EMULATED_BUILD)

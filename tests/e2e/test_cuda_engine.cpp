@@ -221,9 +221,11 @@ TEST_F(CudaEngineTest, CacheSizeAutoFitsTheBudget) {
   EXPECT_EQ(greedy(*engine, prompt, 8).size(), 8u);
   EXPECT_GT(engine->expert_counters().tier(Tier::Device).misses, 0);
   EXPECT_LE(engine->gpu_peak_bytes(), int64_t{95} << 20);
+#ifndef MOENAV_CUDA_EMULATED  // the CPU emulator (tests/cuda_emulator) has no driver to ask
   auto process = cuda::nvml_process_bytes();  // the driver's view includes the CUDA context
   ASSERT_TRUE(process.ok()) << process.error();
   EXPECT_GT(*process, 0);
+#endif
 }
 
 }  // namespace

@@ -121,13 +121,14 @@ Status attention(Context& context, const AttentionArgs& args) {
                           scratch(context, items * (args.head_dim + 2) * int64_t{sizeof(float)}));
   auto* partials = static_cast<float*>(area);
   cudaStream_t stream = context.impl().stream;
-  attention_split_kernel<<<static_cast<unsigned>(ceil_div(items, kWarpsPerBlock)),
-                           32 * kWarpsPerBlock, 0, stream>>>(args, n_splits, partials);
-  MOENAV_RETURN_IF_ERROR(launch_status("attention"));
+  const dim3 block(32 * kWarpsPerBlock);
+  MOENAV_RETURN_IF_ERROR(launch("attention", attention_split_kernel,
+                                static_cast<unsigned>(ceil_div(items, kWarpsPerBlock)), block,
+                                stream, args, n_splits, partials));
   const int64_t pairs = args.n_tokens * args.n_heads;
-  attention_merge_kernel<<<static_cast<unsigned>(ceil_div(pairs, kWarpsPerBlock)),
-                           32 * kWarpsPerBlock, 0, stream>>>(args, n_splits, partials);
-  return launch_status("attention merge");
+  return launch("attention merge", attention_merge_kernel,
+                static_cast<unsigned>(ceil_div(pairs, kWarpsPerBlock)), block, stream, args,
+                n_splits, partials);
 }
 
 }  // namespace moenav::cuda

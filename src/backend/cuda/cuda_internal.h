@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "backend/cuda.h"
@@ -39,8 +40,19 @@ inline Status cublas_status(cublasStatus_t status, const char* what) {
   return Status::errorf("cuBLAS {}: {}", what, cublasGetStatusString(status));
 }
 
-// The Status of the kernel launched last on this thread (bad launch configuration, no device).
-inline Status launch_status(const char* kernel) { return cuda_status(cudaGetLastError(), kernel); }
+// Queues kernel(args...) on `grid` blocks of `block` threads on `stream`, as
+// kernel<<<grid, block, 0, stream>>>(args...) would, through the runtime's typed
+// cudaLaunchKernelEx (which the CPU emulator of tests/cuda_emulator provides too). The Status
+// says why a launch was refused; a fault while the kernel runs surfaces at the next synchronize.
+template <typename... Params, typename... Args>
+Status launch(const char* what, void (*kernel)(Params...), dim3 grid, dim3 block,
+              cudaStream_t stream, Args&&... args) {
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.stream = stream;
+  return cuda_status(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...), what);
+}
 
 // A scratch area of at least `bytes` (contents undefined); valid until the next call.
 Expected<void*> scratch(Context& context, int64_t bytes);

@@ -84,9 +84,8 @@ __global__ void scatter_add_kernel(const float* src, int64_t cols, const int32_t
 Status rms_norm(Context& context, const float* input, const float* weight, float* output,
                 int64_t n_rows, int64_t dim, float eps) {
   if (n_rows <= 0) return ok_status();
-  rms_norm_kernel<<<static_cast<unsigned>(n_rows), kThreads, 0, context.impl().stream>>>(
-      input, weight, output, dim, eps);
-  return launch_status("rms_norm");
+  return launch("rms_norm", rms_norm_kernel, static_cast<unsigned>(n_rows), kThreads,
+                context.impl().stream, input, weight, output, dim, eps);
 }
 
 Status rope(Context& context, const RopeArgs& args) {
@@ -95,36 +94,32 @@ Status rope(Context& context, const RopeArgs& args) {
   }
   const int64_t n = args.n_tokens * args.n_heads * (args.rotary_dim / 2);
   if (n <= 0) return ok_status();
-  rope_kernel<<<blocks_for(n), kThreads, 0, context.impl().stream>>>(args);
-  return launch_status("rope");
+  return launch("rope", rope_kernel, blocks_for(n), kThreads, context.impl().stream, args);
 }
 
 Status silu_mul(Context& context, const float* gate, const float* up, float* output, int64_t n) {
   if (n <= 0) return ok_status();
-  silu_mul_kernel<<<blocks_for(n), kThreads, 0, context.impl().stream>>>(gate, up, output, n);
-  return launch_status("silu_mul");
+  return launch("silu_mul", silu_mul_kernel, blocks_for(n), kThreads, context.impl().stream, gate,
+                up, output, n);
 }
 
 Status add(Context& context, const float* a, const float* b, float* output, int64_t n) {
   if (n <= 0) return ok_status();
-  add_kernel<<<blocks_for(n), kThreads, 0, context.impl().stream>>>(a, b, output, n);
-  return launch_status("add");
+  return launch("add", add_kernel, blocks_for(n), kThreads, context.impl().stream, a, b, output, n);
 }
 
 Status gather_rows(Context& context, const float* src, int64_t cols, const int32_t* rows,
                    int64_t n, float* dst) {
   if (n <= 0) return ok_status();
-  gather_kernel<<<static_cast<unsigned>(n), kThreads, 0, context.impl().stream>>>(src, cols, rows,
-                                                                                  dst);
-  return launch_status("gather_rows");
+  return launch("gather_rows", gather_kernel, static_cast<unsigned>(n), kThreads,
+                context.impl().stream, src, cols, rows, dst);
 }
 
 Status scatter_add_rows(Context& context, const float* src, int64_t cols, const int32_t* rows,
                         const float* weights, int64_t n, float* dst) {
   if (n <= 0) return ok_status();
-  scatter_add_kernel<<<static_cast<unsigned>(n), kThreads, 0, context.impl().stream>>>(
-      src, cols, rows, weights, dst);
-  return launch_status("scatter_add_rows");
+  return launch("scatter_add_rows", scatter_add_kernel, static_cast<unsigned>(n), kThreads,
+                context.impl().stream, src, cols, rows, weights, dst);
 }
 
 }  // namespace moenav::cuda

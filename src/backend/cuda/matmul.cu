@@ -84,20 +84,14 @@ Status launch_matvec(Context& context, const DeviceWeight& weight, const float* 
   cudaStream_t stream = context.impl().stream;
   const auto* data = static_cast<const uint8_t*>(weight.data);
   const int tokens = static_cast<int>(n_tokens);
-  auto launch = [&](auto kernel) {
-    kernel<<<grid, block, 0, stream>>>(data, weight.row_bytes(), weight.rows, weight.cols, input,
-                                       tokens, output);
+  auto run = [&](auto kernel) {
+    return launch("matvec", kernel, grid, block, stream, data, weight.row_bytes(), weight.rows,
+                  weight.cols, input, tokens, output);
   };
-  if (n_tokens == 1) {
-    launch(matvec_kernel<kType, 1>);
-  } else if (n_tokens == 2) {
-    launch(matvec_kernel<kType, 2>);
-  } else if (n_tokens <= 4) {
-    launch(matvec_kernel<kType, 4>);
-  } else {
-    launch(matvec_kernel<kType, 8>);
-  }
-  return launch_status("matvec");
+  if (n_tokens == 1) return run(matvec_kernel<kType, 1>);
+  if (n_tokens == 2) return run(matvec_kernel<kType, 2>);
+  if (n_tokens <= 4) return run(matvec_kernel<kType, 4>);
+  return run(matvec_kernel<kType, 8>);
 }
 
 template <DType kType>
@@ -118,9 +112,9 @@ Status launch_gemm(Context& context, const DeviceWeight& weight, const float* in
   if (bf16) {
     auto* converted = reinterpret_cast<__nv_bfloat16*>(static_cast<char*>(area) + weight_scratch);
     const int64_t n = n_tokens * weight.cols;
-    to_bf16_kernel<<<static_cast<unsigned>(ceil_div(n, 256)), 256, 0, state.stream>>>(input,
-                                                                                   converted, n);
-    MOENAV_RETURN_IF_ERROR(launch_status("bf16 conversion"));
+    MOENAV_RETURN_IF_ERROR(launch("bf16 conversion", to_bf16_kernel,
+                                  static_cast<unsigned>(ceil_div(n, 256)), 256, state.stream,
+                                  input, converted, n));
     gemm_input = converted;
   }
   const cudaDataType type = bf16 ? CUDA_R_16BF : CUDA_R_32F;
@@ -132,16 +126,13 @@ Status launch_gemm(Context& context, const DeviceWeight& weight, const float* in
     if (!in_place) {
       const int64_t threads = n_rows * (weight.cols / kChunk);
       const unsigned blocks = static_cast<unsigned>(ceil_div(threads, 256));
-      if (bf16) {
-        dequantize_kernel<kType><<<blocks, 256, 0, state.stream>>>(
-            data + first * weight.row_bytes(), weight.row_bytes(), n_rows, weight.cols,
-            static_cast<__nv_bfloat16*>(slice));
-      } else {
-        dequantize_kernel<kType><<<blocks, 256, 0, state.stream>>>(
-            data + first * weight.row_bytes(), weight.row_bytes(), n_rows, weight.cols,
-            static_cast<float*>(slice));
-      }
-      MOENAV_RETURN_IF_ERROR(launch_status("dequantize"));
+      const uint8_t* rows = data + first * weight.row_bytes();
+      MOENAV_RETURN_IF_ERROR(
+          bf16 ? launch("dequantize", dequantize_kernel<kType, __nv_bfloat16>, blocks, 256,
+                        state.stream, rows, weight.row_bytes(), n_rows, weight.cols,
+                        static_cast<__nv_bfloat16*>(slice))
+               : launch("dequantize", dequantize_kernel<kType, float>, blocks, 256, state.stream,
+                        rows, weight.row_bytes(), n_rows, weight.cols, static_cast<float*>(slice)));
       a = slice;
     }
     // Column-major view: output^T [N, T] = weight [K, N]^T * input^T [K, T].

@@ -109,8 +109,8 @@ Status router_top_k(Context& context, const RouterArgs& args) {
   }
   if (args.n_tokens <= 0) return ok_status();
   const unsigned blocks = static_cast<unsigned>(ceil_div(args.n_tokens, kWarpsPerBlock));
-  router_kernel<<<blocks, 32 * kWarpsPerBlock, 0, context.impl().stream>>>(args);
-  return launch_status("router_top_k");
+  return launch("router_top_k", router_kernel, blocks, 32 * kWarpsPerBlock, context.impl().stream,
+                args);
 }
 
 }  // namespace moenav::cuda
