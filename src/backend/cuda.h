@@ -59,6 +59,28 @@ class DeviceBuffer {
   int64_t bytes_ = 0;
 };
 
+// An ordering point between a Context's streams (a CUDA event): record() marks what was queued
+// on one stream so far, wait() makes another stream's later work wait for it. Move-only; must
+// not outlive its Context. Waiting for an event never recorded waits for nothing.
+class Event {
+ public:
+  Event() = default;
+  Event(Event&& other) noexcept;
+  Event& operator=(Event&& other) noexcept;
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+  ~Event();
+
+ private:
+  friend class Context;
+  explicit Event(void* handle) : handle_(handle) {}
+  void* handle_ = nullptr;  // cudaEvent_t
+};
+
+// The streams of a Context: kernels run on Compute; Copy carries expert uploads, so that they
+// overlap the kernels (ordered against them by events).
+enum class Stream { Compute, Copy };
+
 // How matmul multiplies many tokens (prefill): F32 (the default) keeps weights and activations in
 // f32, exact to float rounding like the CPU backend; Bf16 rounds both to bf16 for tensor-core
 // GEMMs with f32 accumulation (faster, ~1e-5 relative error). Few tokens always use the f32
@@ -90,13 +112,18 @@ class Context {
   // weights), so that upload_pinned can copy from it at full PCIe speed without waiting. Fails
   // (and nothing is pinned) where the driver refuses, e.g. for some file mappings.
   Status pin_host(const void* data, int64_t bytes);
-  // An upload from memory pinned by pin_host, queued on the compute stream: ordered after the
-  // kernels queued before it and before those queued after, without blocking the host.
-  Status upload_pinned(const DeviceBuffer& to, const void* from, int64_t bytes, int64_t offset = 0);
+  // An upload from memory pinned by pin_host, queued on `stream` without blocking the host: on
+  // Compute it is ordered after the kernels queued before it and before those queued after; on
+  // Copy only by events.
+  Status upload_pinned(const DeviceBuffer& to, const void* from, int64_t bytes, int64_t offset = 0,
+                       Stream stream = Stream::Compute);
+  Expected<Event> create_event();
+  Status record(Event& event, Stream stream);
+  Status wait(Stream waiter, const Event& event);
   // Device-to-device copy and zero fill of raw device pointers, queued on the compute stream.
   Status copy(void* to, const void* from, int64_t bytes);
   Status zero(void* data, int64_t bytes);
-  // Waits for the compute stream; an error of any kernel queued before surfaces here.
+  // Waits for both streams; an error of any kernel or copy queued before surfaces here.
   Status synchronize();
 
   GemmPrecision gemm_precision() const;

@@ -39,7 +39,18 @@ int64_t Context::peak_bytes() const { return 0; }
 Status Context::upload(const DeviceBuffer&, const void*, int64_t, int64_t) { return not_built(); }
 Status Context::download(void*, const DeviceBuffer&, int64_t, int64_t) { return not_built(); }
 Status Context::pin_host(const void*, int64_t) { return not_built(); }
-Status Context::upload_pinned(const DeviceBuffer&, const void*, int64_t, int64_t) { return not_built(); }
+Status Context::upload_pinned(const DeviceBuffer&, const void*, int64_t, int64_t, Stream) {
+  return not_built();
+}
+Event::Event(Event&& other) noexcept { std::swap(handle_, other.handle_); }
+Event& Event::operator=(Event&& other) noexcept {
+  std::swap(handle_, other.handle_);
+  return *this;
+}
+Event::~Event() = default;
+Expected<Event> Context::create_event() { return not_built(); }
+Status Context::record(Event&, Stream) { return not_built(); }
+Status Context::wait(Stream, const Event&) { return not_built(); }
 Status Context::copy(void*, const void*, int64_t) { return not_built(); }
 Status Context::zero(void*, int64_t) { return not_built(); }
 Status Context::synchronize() { return not_built(); }

@@ -414,7 +414,7 @@ Status CudaDecoder::moe(int64_t l, int64_t n_rows, const RoutingPolicy& policy,
       for (int64_t e = 0; e < c.n_experts; ++e) logits[static_cast<size_t>(t * c.n_experts + e)] += bias[e];
   }
   DeviceExpertCache* cache = weights_->experts.get();
-  if (cache != nullptr && cache->computes_on_cpu()) {  // the stream is idle here: a cheap wait
+  if (cache != nullptr && cache->needs_host_rows()) {  // the stream is idle here: a cheap wait
     b.host_normed.resize(static_cast<size_t>(n_rows * c.hidden));
     MOENAV_RETURN_IF_ERROR(context.download(b.host_normed.data(), b.normed,
                                             n_rows * c.hidden * int64_t{sizeof(float)}));
@@ -461,7 +461,8 @@ Status CudaDecoder::moe(int64_t l, int64_t n_rows, const RoutingPolicy& policy,
       used.push_back(static_cast<int32_t>(e));
       top1.push_back(first_choice[static_cast<size_t>(e)]);
     }
-    MOENAV_RETURN_IF_ERROR(cache->begin_layer(l, used, top1, n_rows));
+    MOENAV_RETURN_IF_ERROR(cache->begin_layer(l, used, top1, n_rows, routing.experts, routing.k,
+                                              cache->needs_host_rows() ? b.host_normed.data() : nullptr));
   }
   std::vector<std::pair<int64_t, const FfnWeights*>> on_cpu;  // (expert, host weights)
   for (int64_t e = 0; e < c.n_experts; ++e) {
@@ -472,7 +473,7 @@ Status CudaDecoder::moe(int64_t l, int64_t n_rows, const RoutingPolicy& policy,
       MOENAV_ASSIGN_OR_RETURN(const DeviceExpertCache::Lease lease, cache->acquire(l, static_cast<int32_t>(e)));
       if (lease.skipped || lease.host != nullptr) {  // skipped: as a skipped selection in Combine
         if (lease.host != nullptr) on_cpu.emplace_back(e, lease.host);
-        cache->release(l, static_cast<int32_t>(e));
+        MOENAV_RETURN_IF_ERROR(cache->release(l, static_cast<int32_t>(e)));
         continue;
       }
       weights = lease.weights;
@@ -485,8 +486,8 @@ Status CudaDecoder::moe(int64_t l, int64_t n_rows, const RoutingPolicy& policy,
                                    b.up.as<float>(), b.expert_output.as<float>()));
     MOENAV_RETURN_IF_ERROR(cuda::scatter_add_rows(context, b.expert_output.as<float>(), c.hidden, rows,
                                                   b.route_weights.as<float>() + first, n, output));
-    // The slot may be reused by a later copy: copies are queued on this stream, after the kernels.
-    if (cache != nullptr) cache->release(l, static_cast<int32_t>(e));
+    // The slot may be reused by a later copy, which waits for these kernels.
+    if (cache != nullptr) MOENAV_RETURN_IF_ERROR(cache->release(l, static_cast<int32_t>(e)));
   }
   // CPU misses run while the GPU works through what was queued above (nothing below waits for it
   // until every CPU expert is done); each result then joins the block output like a GPU expert's,

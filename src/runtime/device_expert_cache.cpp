@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 
 #include "core/byte_size.h"
+#include "experts/gate_speculation.h"
 #include "experts/placement_rules.h"
 #include "experts/routing_stats.h"
 #include "experts/store_factory.h"
@@ -99,9 +100,9 @@ Expected<std::unique_ptr<DeviceExpertCache>> DeviceExpertCache::create(cuda::Con
     return Status::errorf("miss.policy '{}' is not implemented on the CUDA backend yet (fetch, cpu "
                           "and skip are); use --backend cpu", config.miss.policy);
   }
-  if (config.prefetch.policy != "none") {
-    return Status::errorf("prefetch.policy '{}' is not implemented on the CUDA backend yet; use "
-                          "none or --backend cpu", config.prefetch.policy);
+  MOENAV_ASSIGN_OR_RETURN(const PrefetchPolicy prefetch, parse_prefetch_policy(config.prefetch.policy));
+  if (config.prefetch.depth < 1) {
+    return Status::errorf("prefetch.depth = {} must be >= 1", config.prefetch.depth);
   }
   const std::string& scope = config.placement.expert_cache.scope;
   if (scope != "layer" && scope != "global") {
@@ -109,6 +110,7 @@ Expected<std::unique_ptr<DeviceExpertCache>> DeviceExpertCache::create(cuda::Con
   }
   std::unique_ptr<DeviceExpertCache> cache(new DeviceExpertCache(context, model));
   cache->miss_ = miss;
+  cache->pool_ = &pool;
   cache->auto_split_ = config.miss.policy == "auto";
   CacheSettings settings;
   settings.keys = expert_key_space(c, config);
@@ -136,7 +138,18 @@ Expected<std::unique_ptr<DeviceExpertCache>> DeviceExpertCache::create(cuda::Con
                                                           fmt::format("{} expert slots", slots)));
   MOENAV_ASSIGN_OR_RETURN(cache->staging_, context.allocate(plan.slot_bytes, "the expert staging slot"));
   cache->slot_weights_.resize(static_cast<size_t>(slots));
+  cache->leased_.assign(static_cast<size_t>(c.n_experts), -1);
   cache->pinned_ = cache->pin_experts().ok();  // else every miss is a synchronous copy
+  if (cache->pinned_) {
+    cache->sync_.resize(static_cast<size_t>(slots + 1));
+    for (SlotSync& sync : cache->sync_) {
+      MOENAV_ASSIGN_OR_RETURN(sync.loaded, context.create_event());
+      MOENAV_ASSIGN_OR_RETURN(sync.freed, context.create_event());
+    }
+  }
+  if (prefetch != PrefetchPolicy::None) {
+    cache->prefetcher_ = std::make_unique<Prefetcher>(prefetch, config.prefetch.depth, c, cache->stats_.get());
+  }
   if (cache->auto_split_) MOENAV_RETURN_IF_ERROR(cache->measure_rates(pool));
   for (const SlotLoad& load : cache->cache_->take_initial_loads()) {
     MOENAV_RETURN_IF_ERROR(cache->load(load));
@@ -192,7 +205,7 @@ Status DeviceExpertCache::measure_rates(ThreadPool& pool) {
   };
   MOENAV_RETURN_IF_ERROR(context_.synchronize());
   MOENAV_ASSIGN_OR_RETURN(const double copy_seconds, best_of_three([&]() -> Status {
-    MOENAV_ASSIGN_OR_RETURN(cuda::DeviceFfn unused, copy_in(largest, staging_, 0));
+    MOENAV_ASSIGN_OR_RETURN(cuda::DeviceFfn unused, copy_in(largest, staging_, 0, staging_sync()));
     (void)unused;
     return context_.synchronize();
   }));
@@ -230,14 +243,17 @@ void DeviceExpertCache::split_misses(int64_t layer, std::span<const int32_t> exp
 }
 
 Expected<cuda::DeviceFfn> DeviceExpertCache::copy_in(int32_t key, const cuda::DeviceBuffer& buffer,
-                                                     int64_t offset) {
+                                                     int64_t offset, int32_t sync) {
   const int64_t n_experts = model_.config.n_experts;
   const FfnWeights& expert = model_.weights.layers[static_cast<size_t>(key / n_experts)]
                                  .experts[static_cast<size_t>(key % n_experts)];
+  // Not before the kernels of the slot's previous use are done with it.
+  if (pinned_) MOENAV_RETURN_IF_ERROR(context_.wait(cuda::Stream::Copy, sync_[static_cast<size_t>(sync)].freed));
   cuda::DeviceFfn weights;
   auto place = [&](const TensorView& tensor, cuda::DeviceWeight& out) -> Status {
-    MOENAV_RETURN_IF_ERROR(pinned_ ? context_.upload_pinned(buffer, tensor.data, tensor.bytes(), offset)
-                                   : context_.upload(buffer, tensor.data, tensor.bytes(), offset));
+    MOENAV_RETURN_IF_ERROR(
+        pinned_ ? context_.upload_pinned(buffer, tensor.data, tensor.bytes(), offset, cuda::Stream::Copy)
+                : context_.upload(buffer, tensor.data, tensor.bytes(), offset));
     out = {tensor.dtype, tensor.rows(), tensor.cols(), static_cast<uint8_t*>(buffer.data()) + offset};
     offset += aligned(tensor.bytes());
     host_to_device_bytes_ += tensor.bytes();
@@ -246,17 +262,30 @@ Expected<cuda::DeviceFfn> DeviceExpertCache::copy_in(int32_t key, const cuda::De
   MOENAV_RETURN_IF_ERROR(place(expert.gate, weights.gate));
   MOENAV_RETURN_IF_ERROR(place(expert.up, weights.up));
   MOENAV_RETURN_IF_ERROR(place(expert.down, weights.down));
+  if (pinned_) MOENAV_RETURN_IF_ERROR(context_.record(sync_[static_cast<size_t>(sync)].loaded, cuda::Stream::Copy));
   return weights;
+}
+
+Status DeviceExpertCache::await_loaded(int32_t sync) {
+  if (!pinned_) return ok_status();  // synchronous copies on the compute stream
+  return context_.wait(cuda::Stream::Compute, sync_[static_cast<size_t>(sync)].loaded);
+}
+
+Status DeviceExpertCache::mark_freed(int32_t sync) {
+  if (!pinned_) return ok_status();
+  return context_.record(sync_[static_cast<size_t>(sync)].freed, cuda::Stream::Compute);
 }
 
 Status DeviceExpertCache::load(const SlotLoad& load) {
   MOENAV_ASSIGN_OR_RETURN(slot_weights_[static_cast<size_t>(load.slot)],
-                          copy_in(load.key, slots_, load.slot * slot_bytes_));
+                          copy_in(load.key, slots_, load.slot * slot_bytes_, load.slot));
   return ok_status();
 }
 
 Status DeviceExpertCache::begin_layer(int64_t layer, std::span<const int32_t> experts,
-                                      std::span<const uint8_t> top1, int64_t n_tokens) {
+                                      std::span<const uint8_t> top1, int64_t n_tokens,
+                                      std::span<const int32_t> routed, int64_t k,
+                                      const float* host_rows) {
   loads_.clear();
   if (auto_split_ && n_tokens <= kAutoSplitTokens) {
     split_misses(layer, experts, n_tokens);
@@ -265,6 +294,22 @@ Status DeviceExpertCache::begin_layer(int64_t layer, std::span<const int32_t> ex
     cache_->begin_layer(layer, experts, top1, loads_);
   }
   for (const SlotLoad& load : loads_) MOENAV_RETURN_IF_ERROR(this->load(load));
+  if (!prefetcher_) return ok_status();
+  // Queued after this layer's demand loads on the copy stream: they overlap its kernels.
+  const ModelConfig& config = model_.config;
+  auto speculate = [&](int distance, std::vector<int32_t>& predictions) -> int64_t {
+    const int64_t target = moe_layer_ahead(config, layer, distance);
+    if (target < 0 || host_rows == nullptr) return -1;
+    speculate_experts(config, model_.weights.layers[static_cast<size_t>(target)], host_rows,
+                      n_tokens, k, pool_, predictions);
+    return target;
+  };
+  prefetcher_->after_routing(layer, n_tokens, k, routed, speculate, requests_);
+  for (const PrefetchRequest& request : requests_) {
+    loads_.clear();
+    cache_->prefetch(request.layer, request.candidates, loads_);
+    for (const SlotLoad& load : loads_) MOENAV_RETURN_IF_ERROR(this->load(load));
+  }
   return ok_status();
 }
 
@@ -273,13 +318,18 @@ Expected<DeviceExpertCache::Lease> DeviceExpertCache::acquire(int64_t layer, int
   const ExpertDecision decision = cache_->acquire(layer, expert, load);
   if (load) MOENAV_RETURN_IF_ERROR(this->load(*load));
   Lease lease;
+  int32_t& leased = leased_[static_cast<size_t>(expert)];
   switch (decision.source) {
     case ExpertSource::Slot:
       lease.weights = slot_weights_[static_cast<size_t>(decision.slot)];
+      leased = decision.slot;
+      MOENAV_RETURN_IF_ERROR(await_loaded(leased));
       return lease;
     case ExpertSource::Staging: {
       const auto key = static_cast<int32_t>(layer * model_.config.n_experts + expert);
-      MOENAV_ASSIGN_OR_RETURN(lease.weights, copy_in(key, staging_, 0));
+      MOENAV_ASSIGN_OR_RETURN(lease.weights, copy_in(key, staging_, 0, staging_sync()));
+      leased = staging_sync();
+      MOENAV_RETURN_IF_ERROR(await_loaded(leased));
       return lease;
     }
     case ExpertSource::Skip:
@@ -295,7 +345,14 @@ Expected<DeviceExpertCache::Lease> DeviceExpertCache::acquire(int64_t layer, int
                         layer, expert);
 }
 
-void DeviceExpertCache::release(int64_t layer, int32_t expert) { cache_->release(layer, expert); }
+Status DeviceExpertCache::release(int64_t layer, int32_t expert) {
+  cache_->release(layer, expert);
+  int32_t& leased = leased_[static_cast<size_t>(expert)];
+  if (leased < 0) return ok_status();
+  const Status status = mark_freed(leased);  // after the kernels queued for this use
+  leased = -1;
+  return status;
+}
 
 void DeviceExpertCache::end_layer(int64_t layer) { cache_->end_layer(layer); }
 

@@ -5,16 +5,22 @@
 // over PCIe into a slot (miss.policy fetch), or into a staging slot when the policy does not
 // cache it (static placement), computed on the CPU from the host copy while the GPU runs the
 // other experts (cpu, Fiddler's policy), or dropped (skip). The host copies are page-locked once
-// (cudaHostRegister) so copies run at full PCIe speed without blocking the host; where the driver
-// refuses, each copy waits. Copies are queued on the compute stream, so a slot is never
-// overwritten while a queued kernel still reads it.
+// (cudaHostRegister) so copies run at full PCIe speed on the context's copy stream, overlapping
+// the kernels: per slot, a `loaded` event (recorded after its copy, waited for by the kernels
+// that read it) and a `freed` event (recorded after the kernels of its last use, waited for by
+// the next copy into it) keep a slot from being read before it is filled or overwritten while
+// a queued kernel still reads it. Where the driver refuses to pin, each copy is synchronous on
+// the compute stream.
+//
+// prefetch.policy next_layer_gate and trace work as on the CPU tiers (prefetcher.h): after a
+// layer is routed, the experts predicted for the next prefetch.depth MoE layers are loaded on
+// the copy stream while the layer computes.
 //
 // miss.policy auto splits each decode step's misses (up to kAutoSplitTokens rows) between the
 // two at once: every miss goes to whichever of PCIe and the CPU would finish its share first, by
 // rates measured at creation on the largest expert; larger batches fetch (the GPU's compute wins).
 //
-// Not yet here: copies on a second stream overlapping compute, prefetching, and the lowbit miss
-// policy (refused at creation).
+// Not yet here: the lowbit miss policy (refused at creation).
 #pragma once
 
 #include <cstdint>
@@ -27,6 +33,7 @@
 #include "backend/cuda_ops.h"
 #include "core/thread_pool.h"
 #include "experts/expert_cache.h"
+#include "experts/prefetcher.h"
 #include "experts/routing_stats.h"
 #include "moenav/engine_config.h"
 #include "moenav/expert_counters.h"
@@ -72,9 +79,12 @@ class DeviceExpertCache {
                                                              ThreadPool& pool);
 
   // The experts the current step of `layer` uses (each once) for n_tokens rows; top1[i] = 1 when
-  // experts[i] is some token's first choice (skip never drops those).
+  // experts[i] is some token's first choice (skip never drops those). routed: the [n_tokens, k]
+  // selection (-1 for none); host_rows: the layer's normed MoE input [n_tokens, hidden] on the
+  // host, needed when needs_host_rows().
   Status begin_layer(int64_t layer, std::span<const int32_t> experts,
-                     std::span<const uint8_t> top1, int64_t n_tokens);
+                     std::span<const uint8_t> top1, int64_t n_tokens,
+                     std::span<const int32_t> routed, int64_t k, const float* host_rows);
   // Device weights for `expert` this step, copied in if it missed; `skipped` when the miss
   // policy dropped it.
   struct Lease {
@@ -83,12 +93,17 @@ class DeviceExpertCache {
     const FfnWeights* host = nullptr;  // set when the miss policy computes it on the CPU instead
   };
   Expected<Lease> acquire(int64_t layer, int32_t expert);
-  void release(int64_t layer, int32_t expert);
+  // After the kernels that read the lease's weights are queued.
+  Status release(int64_t layer, int32_t expert);
   void end_layer(int64_t layer);
 
   // Whether misses may be computed on the CPU (miss.policy cpu): the decoder then brings the
   // layer's normed rows to the host.
   bool computes_on_cpu() const { return miss_ == MissPolicy::Cpu || auto_split_; }
+  // Whether begin_layer needs the normed rows on the host (CPU misses, next-layer gate prefetch).
+  bool needs_host_rows() const {
+    return computes_on_cpu() || (prefetcher_ && prefetcher_->policy() == PrefetchPolicy::NextLayerGate);
+  }
 
   // miss.policy auto: the rates it splits misses by, measured at creation (bytes per second of one
   // expert copied to the device, and computed on the CPU for one token).
@@ -101,8 +116,14 @@ class DeviceExpertCache {
 
  private:
   DeviceExpertCache(cuda::Context& context, const Model& model) : context_(context), model_(model) {}
-  // Copies the expert of `key` into `buffer` from `offset` on; returns its weights there.
-  Expected<cuda::DeviceFfn> copy_in(int32_t key, const cuda::DeviceBuffer& buffer, int64_t offset);
+  // Copies the expert of `key` into `buffer` from `offset` on, the slot sync_[sync] (slot_count()
+  // is the staging slot); returns its weights there.
+  Expected<cuda::DeviceFfn> copy_in(int32_t key, const cuda::DeviceBuffer& buffer, int64_t offset,
+                                    int32_t sync);
+  // The compute stream's use of slot sync_[sync]: wait for its copy, or mark its last use.
+  Status await_loaded(int32_t sync);
+  Status mark_freed(int32_t sync);
+  int32_t staging_sync() const { return static_cast<int32_t>(slot_weights_.size()); }
   Status load(const SlotLoad& load);  // into its slot
   Status pin_experts();  // page-locks the host copies of every expert
   Status measure_rates(ThreadPool& pool);  // fetch_rate_, cpu_rate_ from the largest expert
@@ -123,7 +144,15 @@ class DeviceExpertCache {
   MissPolicy miss_ = MissPolicy::Fetch;
   bool auto_split_ = false;  // miss.policy auto
   double fetch_rate_ = 0.0, cpu_rate_ = 0.0;
-  std::vector<MissPolicy> misses_;  // this step's per-expert policies (auto)  // the host copies are page-locked: copies do not block the host
+  std::vector<MissPolicy> misses_;  // this step's per-expert policies (auto)
+  struct SlotSync {
+    cuda::Event loaded, freed;
+  };
+  std::vector<SlotSync> sync_;    // [slot_count + 1]: each slot, then the staging slot
+  std::vector<int32_t> leased_;   // [n_experts]: the sync_ entry each acquired expert reads, or -1
+  std::unique_ptr<Prefetcher> prefetcher_;
+  std::vector<PrefetchRequest> requests_;
+  ThreadPool* pool_ = nullptr;
 };
 
 }  // namespace moenav

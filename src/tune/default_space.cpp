@@ -96,8 +96,12 @@ Dimension prefetch_dimension() {
                        choice("prefetch next-layer gate", {{"prefetch.policy", "next_layer_gate"}})}};
 }
 
-Dimension miss_dimension() {
-  return {"miss policy", {choice("miss: fetch", {{"miss.policy", "fetch"}}), choice("miss: run on CPU", {{"miss.policy", "cpu"}})}};
+// with_auto: the GPU tier's split of each decode step's misses between PCIe and the CPU.
+Dimension miss_dimension(bool with_auto) {
+  Dimension dimension{"miss policy", {choice("miss: fetch", {{"miss.policy", "fetch"}}),
+                                      choice("miss: run on CPU", {{"miss.policy", "cpu"}})}};
+  if (with_auto) dimension.choices.push_back(choice("miss: auto split", {{"miss.policy", "auto"}}));
+  return dimension;
 }
 
 // The KV cache element type (cpu backend, GQA attention): f16 halves the cache and what each
@@ -181,15 +185,19 @@ Expected<ConfigSpace> default_space(const std::string& model_path, const Engine&
     space.dimensions.push_back(experts_dimension(model, preset));
     if (preset != SpacePreset::Small) space.dimensions.push_back(skip_dimension());
     if (base.device.backend == "cuda") {
-      // The device expert cache: its sizes (it has no prefetch, so has_cache stays false and
-      // grow_wide adds no prefetch dimension).
+      // The device expert cache: its sizes, prefetching on the copy stream and the miss policies.
+      has_cache = true;
       space.dimensions.push_back(cache_dimension(model, preset, !base.device.gpu_memory.empty()));
+      if (preset == SpacePreset::Default) {
+        space.dimensions.push_back(prefetch_dimension());
+        space.dimensions.push_back(miss_dimension(true));
+      }
     } else if (Status cache = probe_expert_cache(model_path, base); cache.ok()) {
       has_cache = true;
       space.dimensions.push_back(cache_dimension(model, preset, false));
       if (preset == SpacePreset::Default) {
         space.dimensions.push_back(prefetch_dimension());
-        space.dimensions.push_back(miss_dimension());
+        space.dimensions.push_back(miss_dimension(false));
       }
     } else {
       space.notes.push_back(cache.message());

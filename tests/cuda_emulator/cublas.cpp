@@ -1,10 +1,11 @@
 // The emulated cuBLAS: column-major cublasGemmEx with f32 or bf16 inputs and f32 output,
-// accumulated in f32, on the CPU.
+// accumulated in f32, on the CPU, queued on the handle's stream.
 #include <vector>
 
 #include "cublas_v2.h"
 #include "cuda_bf16.h"
 #include "memory.h"
+#include "streams.h"
 
 using namespace cuda_emulator;
 
@@ -86,24 +87,26 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa,
           "allocation", m, n, k, a, b, c);
     return CUBLAS_STATUS_EXECUTION_FAILED;
   }
-  const float alpha_value = *static_cast<const float*>(alpha);
+  const float alpha_value = *static_cast<const float*>(alpha);  // host pointer mode: read now
   const float beta_value = *static_cast<const float*>(beta);
-  DeviceAccess access;
-  // op(B) as n columns of k contiguous floats, then one row of op(A) at a time.
-  std::vector<float> columns(static_cast<size_t>(n) * k), row(static_cast<size_t>(k));
-  for (int64_t j = 0; j < n; ++j) {
-    for (int64_t l = 0; l < k; ++l) columns[j * k + l] = element(b, b_type, transb, ldb, l, j);
-  }
-  auto* out = static_cast<float*>(c);
-  for (int64_t i = 0; i < m; ++i) {
-    for (int64_t l = 0; l < k; ++l) row[l] = element(a, a_type, transa, lda, i, l);
+  enqueue(handle->stream, [=] {
+    DeviceAccess access;
+    // op(B) as n columns of k contiguous floats, then one row of op(A) at a time.
+    std::vector<float> columns(static_cast<size_t>(n) * k), row(static_cast<size_t>(k));
     for (int64_t j = 0; j < n; ++j) {
-      const float* column = columns.data() + j * k;
-      float sum = 0.0f;
-      for (int64_t l = 0; l < k; ++l) sum += row[l] * column[l];
-      float& result = out[i + j * ldc];
-      result = alpha_value * sum + (beta_value == 0.0f ? 0.0f : beta_value * result);
+      for (int64_t l = 0; l < k; ++l) columns[j * k + l] = element(b, b_type, transb, ldb, l, j);
     }
-  }
+    auto* out = static_cast<float*>(c);
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t l = 0; l < k; ++l) row[l] = element(a, a_type, transa, lda, i, l);
+      for (int64_t j = 0; j < n; ++j) {
+        const float* column = columns.data() + j * k;
+        float sum = 0.0f;
+        for (int64_t l = 0; l < k; ++l) sum += row[l] * column[l];
+        float& result = out[i + j * ldc];
+        result = alpha_value * sum + (beta_value == 0.0f ? 0.0f : beta_value * result);
+      }
+    }
+  });
   return CUBLAS_STATUS_SUCCESS;
 }

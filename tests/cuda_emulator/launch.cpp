@@ -13,6 +13,7 @@
 
 #include "cuda_runtime.h"
 #include "memory.h"
+#include "streams.h"
 
 namespace cuda_emulator {
 namespace {
@@ -128,7 +129,7 @@ bool release(Block& block, int64_t block_index) {
 }
 
 bool run_block(const cudaLaunchConfig_t& config, uint3 block_idx, int64_t block_index,
-               void (*body)(void*), void* closure, StackPool& stacks) {
+               const std::function<void()>& body, StackPool& stacks) {
   const dim3 b = config.blockDim;
   Block block;
   block.lanes.resize(static_cast<size_t>(b.x) * b.y * b.z);
@@ -140,9 +141,9 @@ bool run_block(const cudaLaunchConfig_t& config, uint3 block_idx, int64_t block_
         Lane& lane = block.lanes[i];
         lane.thread_idx = uint3{x, y, z};
         lane.fiber = context::fiber(std::allocator_arg, PooledStack{&stacks},
-                                    [&lane, body, closure](context::fiber&& scheduler) {
+                                    [&lane, &body](context::fiber&& scheduler) {
                                       lane.scheduler = std::move(scheduler);
-                                      body(closure);
+                                      body();
                                       lane.wait = Wait::Done;
                                       return std::move(lane.scheduler);
                                     });
@@ -185,7 +186,7 @@ uint64_t shuffle_xor(unsigned int mask, uint64_t bits, int lane_mask, int width)
 
 void block_barrier() { suspend(Wait::Block); }
 
-cudaError_t launch(const cudaLaunchConfig_t& config, void (*body)(void*), void* closure,
+cudaError_t launch(const cudaLaunchConfig_t& config, std::function<void()> body,
                    std::initializer_list<const void*> pointers) {
   const dim3 g = config.gridDim, b = config.blockDim;
   const uint64_t threads = uint64_t{b.x} * b.y * b.z;
@@ -207,19 +208,20 @@ cudaError_t launch(const cudaLaunchConfig_t& config, void (*body)(void*), void* 
     }
   }
   if (sticky_error() != cudaSuccess) return sticky_error();
-  DeviceAccess access;
-  static StackPool stacks;  // guarded by the device mutex that `access` holds
-  int64_t block_index = 0;
-  for (unsigned z = 0; z < g.z; ++z) {
-    for (unsigned y = 0; y < g.y; ++y) {
-      for (unsigned x = 0; x < g.x; ++x, ++block_index) {
-        if (!run_block(config, uint3{x, y, z}, block_index, body, closure, stacks)) {
-          return cudaErrorLaunchFailure;
+  enqueue(config.stream, [config, body = std::move(body)] {
+    if (sticky_error() != cudaSuccess) return;  // a faulted context runs nothing more
+    DeviceAccess access;
+    static StackPool stacks;  // guarded by the device mutex that `access` holds
+    int64_t block_index = 0;
+    for (unsigned z = 0; z < config.gridDim.z; ++z) {
+      for (unsigned y = 0; y < config.gridDim.y; ++y) {
+        for (unsigned x = 0; x < config.gridDim.x; ++x, ++block_index) {
+          if (!run_block(config, uint3{x, y, z}, block_index, body, stacks)) return;
         }
       }
     }
-  }
-  return cudaSuccess;
+  });
+  return sticky_error();
 }
 
 }  // namespace cuda_emulator

@@ -1,9 +1,12 @@
-// The emulated CUDA runtime calls: one device, synchronous streams (every queued operation has
-// finished when its call returns), copies checked against the memory they claim to touch.
+// The emulated CUDA runtime calls: one device, memory, and copies checked against the memory
+// they claim to touch and queued on their stream (streams.h).
 #include <cstdio>
+#include <memory>
+#include <vector>
 
 #include "cuda_runtime.h"
 #include "memory.h"
+#include "streams.h"
 
 using namespace cuda_emulator;
 
@@ -82,23 +85,18 @@ cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total) {
 }
 
 cudaError_t cudaMalloc(void** data, size_t bytes) { return result(allocate(data, bytes)); }
-cudaError_t cudaFree(void* data) { return result(release(data)); }
+cudaError_t cudaFree(void* data) {
+  drain_all();  // as CUDA's, which waits for the device
+  return result(release(data));
+}
 
 cudaError_t cudaHostRegister(void* data, size_t bytes, unsigned int) {
   return result(register_host(data, bytes));
 }
 cudaError_t cudaHostUnregister(void* data) { return result(unregister_host(data)); }
 
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int) {
-  static char streams;  // any distinct non-null handle will do: streams hold no state here
-  *stream = reinterpret_cast<cudaStream_t>(&streams);
-  return cudaSuccess;
-}
-cudaError_t cudaStreamDestroy(cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return sticky_error(); }
-
 cudaError_t cudaMemcpyAsync(void* to, const void* from, size_t bytes, cudaMemcpyKind kind,
-                            cudaStream_t) {
+                            cudaStream_t stream) {
   if (bytes == 0) return cudaSuccess;
   const bool to_device = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
   const bool from_device = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
@@ -110,19 +108,35 @@ cudaError_t cudaMemcpyAsync(void* to, const void* from, size_t bytes, cudaMemcpy
            (to_ok ? from_device : to_device) ? "inside one device allocation" : "host memory");
     return cudaErrorInvalidValue;
   }
-  DeviceAccess access;
-  std::memmove(to, from, bytes);
+  if (kind == cudaMemcpyHostToDevice && !in_registered_host_memory(from, bytes)) {
+    // Pageable memory is staged before the call returns: the caller may reuse it at once.
+    auto staged = std::make_shared<std::vector<char>>(static_cast<const char*>(from),
+                                                      static_cast<const char*>(from) + bytes);
+    enqueue(stream, [to, staged] {
+      DeviceAccess access;
+      std::memcpy(to, staged->data(), staged->size());
+    });
+    return cudaSuccess;
+  }
+  enqueue(stream, [to, from, bytes] {
+    DeviceAccess access;
+    std::memmove(to, from, bytes);
+  });
+  // A copy into pageable memory has finished when the call returns.
+  if (kind == cudaMemcpyDeviceToHost && !in_registered_host_memory(to, bytes)) drain(stream);
   return cudaSuccess;
 }
 
-cudaError_t cudaMemsetAsync(void* data, int value, size_t bytes, cudaStream_t) {
+cudaError_t cudaMemsetAsync(void* data, int value, size_t bytes, cudaStream_t stream) {
   if (bytes == 0) return cudaSuccess;
   if (!in_device_memory(data, bytes)) {
     report(cudaErrorInvalidValue, "cudaMemsetAsync of %zu bytes at %p: not inside one device allocation",
            bytes, data);
     return cudaErrorInvalidValue;
   }
-  DeviceAccess access;
-  std::memset(data, value, bytes);
+  enqueue(stream, [data, value, bytes] {
+    DeviceAccess access;
+    std::memset(data, value, bytes);
+  });
   return cudaSuccess;
 }

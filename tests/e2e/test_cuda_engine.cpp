@@ -174,6 +174,32 @@ TEST_F(CudaEngineTest, CachedExpertsMatchAllResident) {
   }
 }
 
+// Prefetching on the copy stream (next-layer gate speculation, routing statistics) only moves
+// bytes earlier: logits and greedy output stay the all-resident run's, and prefetched experts
+// get used.
+TEST_F(CudaEngineTest, PrefetchedExpertsMatchAllResident) {
+  ResidentRun run;
+  ASSERT_NO_FATAL_FAILURE(run_resident(run));
+  auto& [resident, prompt, expected] = run;
+  const std::vector<int32_t> expected_greedy = greedy(*resident, prompt, 24);
+  for (const char* prefetch : {"next_layer_gate", "trace"}) {
+    SCOPED_TRACE(prefetch);
+    EngineConfig config = cuda_config();
+    config.placement.expert_cache.size = "3";
+    config.prefetch.policy = prefetch;
+    auto cached = open_engine(tiny_mixtral(), config);
+    ASSERT_TRUE(cached);
+    auto session = cached->new_session();
+    auto logits = cached->evaluate(*session, prompt, true);
+    ASSERT_TRUE(logits.ok()) << logits.error();
+    EXPECT_LE(max_difference(*logits, expected), 1e-6);
+    EXPECT_EQ(greedy(*cached, prompt, 24), expected_greedy);
+    const ExpertCounters counters = cached->expert_counters();
+    EXPECT_GT(counters.prefetch_issued, 0);
+    EXPECT_GT(counters.prefetch_used, 0);
+  }
+}
+
 // Misses computed on the CPU from the host copy (miss.policy cpu, and auto's share) while the GPU
 // runs the rest: the CPU kernels sum in another order, so logits agree to the golden tolerance
 // rather than exactly.

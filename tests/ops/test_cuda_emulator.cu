@@ -3,7 +3,8 @@
 // warp shuffles, __syncthreads and shared memory), and the mistakes a GPU would punish are
 // caught with a message rather than passing silently: host code reading device memory, a kernel
 // reading past an allocation, a host pointer passed to a kernel, a shuffle in a partial warp,
-// divergent barriers, and reads of memory never written. Only the emulated build runs them
+// divergent barriers, and reads of memory never written; and streams that run late unless an
+// event orders them. Only the emulated build runs them
 // (cmake --preset cuda-emulated); on a real CUDA build they skip.
 #include <gtest/gtest.h>
 
@@ -182,6 +183,39 @@ TEST_F(CudaEmulator, CopiesAreCheckedAgainstTheirDirection) {
         std::exit(error == cudaErrorInvalidValue ? 0 : 1);
       },
       ::testing::ExitedWithCode(0), "device to host of 32 bytes .*: the destination is not host memory");
+}
+
+// MOENAV_EMULATED_STREAMS=lazy: a job runs only once something needs it, so a kernel on one
+// stream sees another stream's copy only when it waits for an event recorded after the copy.
+// 0 when an unordered kernel misses a copy of another stream and an ordered one sees it.
+int lazy_streams_check() {
+  setenv("MOENAV_EMULATED_STREAMS", "lazy", 1);  // before the process's first stream job
+  cudaStream_t copies = nullptr;
+  cudaStream_t kernels = nullptr;
+  cudaEvent_t copied = nullptr;
+  cudaStreamCreateWithFlags(&copies, cudaStreamNonBlocking);
+  cudaStreamCreateWithFlags(&kernels, cudaStreamNonBlocking);
+  cudaEventCreateWithFlags(&copied, cudaEventDisableTiming);
+  float* data = device_floats(1);
+  float* out = device_floats(1);
+  const float one = 1.0f;
+  cudaMemcpyAsync(data, &one, sizeof(float), cudaMemcpyHostToDevice, copies);
+  cudaEventRecord(copied, copies);
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(1);
+  config.blockDim = dim3(1);
+  config.stream = kernels;
+  cudaLaunchKernelEx(&config, read_at, static_cast<const float*>(data), 0, out);
+  float unordered = 0.0f, ordered = 0.0f;
+  cudaMemcpyAsync(&unordered, out, sizeof(float), cudaMemcpyDeviceToHost, kernels);
+  cudaStreamWaitEvent(kernels, copied, 0);
+  cudaLaunchKernelEx(&config, read_at, static_cast<const float*>(data), 0, out);
+  cudaMemcpyAsync(&ordered, out, sizeof(float), cudaMemcpyDeviceToHost, kernels);
+  return std::isnan(unordered) && ordered == 1.0f ? 0 : 1;
+}
+
+TEST_F(CudaEmulator, LazyStreamsOrderOnlyByEvents) {
+  EXPECT_EXIT(std::exit(lazy_streams_check()), ::testing::ExitedWithCode(0), "");
 }
 
 TEST_F(CudaEmulator, BadLaunchConfigurationIsRefused) {

@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <utility>
 
 #include "backend/cuda/cuda_internal.h"
 #include "core/byte_size.h"
@@ -79,6 +80,8 @@ Expected<std::unique_ptr<Context>> Context::create(int device, int64_t memory_bu
   impl->budget = memory_budget == 0 ? info.free_bytes : memory_budget;
   MOENAV_RETURN_IF_ERROR(
       cuda_status(cudaStreamCreateWithFlags(&impl->stream, cudaStreamNonBlocking), "stream"));
+  MOENAV_RETURN_IF_ERROR(cuda_status(
+      cudaStreamCreateWithFlags(&impl->copy_stream, cudaStreamNonBlocking), "copy stream"));
   std::unique_ptr<Context> context(new Context(std::move(impl)));
   Impl& state = context->impl();
   MOENAV_RETURN_IF_ERROR(cublas_status(cublasCreate(&state.blas), "create"));
@@ -87,10 +90,13 @@ Expected<std::unique_ptr<Context>> Context::create(int device, int64_t memory_bu
 }
 
 Context::~Context() {
-  if (impl_->stream) cudaStreamSynchronize(impl_->stream);  // no copy may still read pinned memory
+  // No copy may still read pinned memory.
+  if (impl_->stream) cudaStreamSynchronize(impl_->stream);
+  if (impl_->copy_stream) cudaStreamSynchronize(impl_->copy_stream);
   for (void* data : impl_->pinned) cudaHostUnregister(data);
   impl_->scratch = DeviceBuffer();
   if (impl_->blas) cublasDestroy(impl_->blas);
+  if (impl_->copy_stream) cudaStreamDestroy(impl_->copy_stream);
   if (impl_->stream) cudaStreamDestroy(impl_->stream);
 }
 
@@ -160,12 +166,44 @@ Status Context::pin_host(const void* data, int64_t bytes) {
 }
 
 Status Context::upload_pinned(const DeviceBuffer& to, const void* from, int64_t bytes,
-                              int64_t offset) {
+                              int64_t offset, Stream stream) {
   MOENAV_RETURN_IF_ERROR(check_range(to, bytes, offset, "upload"));
   return cuda_status(
       cudaMemcpyAsync(static_cast<char*>(to.data()) + offset, from, static_cast<size_t>(bytes),
-                      cudaMemcpyHostToDevice, impl_->stream),
+                      cudaMemcpyHostToDevice, impl_->of(stream)),
       "pinned upload");
+}
+
+Event::Event(Event&& other) noexcept { *this = std::move(other); }
+
+Event& Event::operator=(Event&& other) noexcept {
+  if (this != &other) {
+    if (handle_) cudaEventDestroy(static_cast<cudaEvent_t>(handle_));
+    handle_ = std::exchange(other.handle_, nullptr);
+  }
+  return *this;
+}
+
+Event::~Event() {
+  if (handle_) cudaEventDestroy(static_cast<cudaEvent_t>(handle_));
+}
+
+Expected<Event> Context::create_event() {
+  cudaEvent_t event = nullptr;
+  MOENAV_RETURN_IF_ERROR(
+      cuda_status(cudaEventCreateWithFlags(&event, cudaEventDisableTiming), "event creation"));
+  return Event(event);
+}
+
+Status Context::record(Event& event, Stream stream) {
+  return cuda_status(cudaEventRecord(static_cast<cudaEvent_t>(event.handle_), impl_->of(stream)),
+                     "event record");
+}
+
+Status Context::wait(Stream waiter, const Event& event) {
+  return cuda_status(
+      cudaStreamWaitEvent(impl_->of(waiter), static_cast<cudaEvent_t>(event.handle_), 0),
+      "event wait");
 }
 
 Status Context::download(void* to, const DeviceBuffer& from, int64_t bytes, int64_t offset) {
@@ -190,6 +228,7 @@ Status Context::zero(void* data, int64_t bytes) {
 }
 
 Status Context::synchronize() {
+  MOENAV_RETURN_IF_ERROR(cuda_status(cudaStreamSynchronize(impl_->copy_stream), "copy"));
   return cuda_status(cudaStreamSynchronize(impl_->stream), "kernel execution");
 }
 

@@ -17,7 +17,9 @@ namespace moenav::cuda {
 
 struct Context::Impl {
   int device = 0;
-  cudaStream_t stream = nullptr;
+  cudaStream_t stream = nullptr;       // compute
+  cudaStream_t copy_stream = nullptr;  // expert uploads
+  cudaStream_t of(Stream which) const { return which == Stream::Copy ? copy_stream : stream; }
   cublasHandle_t blas = nullptr;
   int64_t budget = 0;
   int64_t allocated = 0;

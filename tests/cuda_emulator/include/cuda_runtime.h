@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <initializer_list>
 #include <type_traits>
 #include <utility>
@@ -44,8 +45,11 @@ enum cudaMemcpyKind {
 
 struct CUstream_st;
 using cudaStream_t = CUstream_st*;
+struct CUevent_st;
+using cudaEvent_t = CUevent_st*;
 
 constexpr unsigned int cudaStreamNonBlocking = 0x01;
+constexpr unsigned int cudaEventDisableTiming = 0x02;
 constexpr unsigned int cudaHostRegisterPortable = 0x01;
 constexpr unsigned int cudaHostRegisterMapped = 0x02;
 constexpr unsigned int cudaHostRegisterReadOnly = 0x08;
@@ -81,6 +85,12 @@ cudaError_t cudaHostUnregister(void* data);
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int flags);
 cudaError_t cudaStreamDestroy(cudaStream_t stream);
 cudaError_t cudaStreamSynchronize(cudaStream_t stream);
+cudaError_t cudaDeviceSynchronize();
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int flags);
+cudaError_t cudaEventDestroy(cudaEvent_t event);
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream);
+cudaError_t cudaEventSynchronize(cudaEvent_t event);
+cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int flags);
 cudaError_t cudaMemcpyAsync(void* to, const void* from, size_t bytes, cudaMemcpyKind kind,
                             cudaStream_t stream);
 cudaError_t cudaMemsetAsync(void* data, int value, size_t bytes, cudaStream_t stream);
@@ -92,9 +102,9 @@ namespace cuda_emulator {
 uint64_t shuffle_xor(unsigned int mask, uint64_t bits, int lane_mask, int width);
 void block_barrier();
 
-// Runs body(closure) for every thread of config's grid. pointers: the kernel's pointer
-// arguments, each of which must be device memory or registered host memory (nullptr: none).
-cudaError_t launch(const cudaLaunchConfig_t& config, void (*body)(void*), void* closure,
+// Queues a run of body() by every thread of config's grid on config.stream. pointers: the
+// kernel's pointer arguments, each of which must be device memory or registered host memory.
+cudaError_t launch(const cudaLaunchConfig_t& config, std::function<void()> body,
                    std::initializer_list<const void*> pointers);
 
 template <typename T>
@@ -142,14 +152,12 @@ constexpr T min(T a, T b) {
 }
 
 // As the CUDA runtime's typed launch: the arguments are converted to the kernel's parameter
-// types, and each emulated thread calls the kernel with its own copy of them.
+// types and kept with the queued launch; each emulated thread calls the kernel with its own copy.
 template <typename... Params, typename... Args>
 cudaError_t cudaLaunchKernelEx(const cudaLaunchConfig_t* config, void (*kernel)(Params...),
                                Args&&... args) {
   return [config, kernel](Params... coerced) {
-    auto call = [&] { kernel(coerced...); };
-    using Call = decltype(call);
-    return cuda_emulator::launch(*config, [](void* closure) { (*static_cast<Call*>(closure))(); },
-                                 &call, {cuda_emulator::pointer_argument(coerced)...});
+    return cuda_emulator::launch(*config, [kernel, coerced...] { kernel(coerced...); },
+                                 {cuda_emulator::pointer_argument(coerced)...});
   }(std::forward<Args>(args)...);
 }
