@@ -181,10 +181,11 @@ namespace {
 // What the device expert cache is planned from: the budget, every weight but the experts, and a
 // reserve for activations (a 512-row batch: residual stream, projections, FFN, logits), the KV
 // cache of up to 4096 positions and cuBLAS' workspace.
-DeviceSlotInputs device_slot_inputs(const Model& model, int64_t budget) {
+DeviceSlotInputs device_slot_inputs(const Model& model, int64_t budget, int64_t lowbit_bytes) {
   const ModelConfig& c = model.config;
   DeviceSlotInputs in;
   in.budget_bytes = budget;
+  in.lowbit_bytes = lowbit_bytes;
   const std::vector<int64_t> key_bytes = expert_key_bytes(model);
   in.resident_bytes = model.total_bytes() - std::accumulate(key_bytes.begin(), key_bytes.end(), int64_t{0});
   const int64_t ffn = std::max({c.expert_ffn, c.dense_ffn, c.shared_expert_ffn});
@@ -236,9 +237,11 @@ Expected<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const Model& model,
   decoder->weights_.reset(new Weights{{}, nullptr, {}, nullptr, {}, nullptr, Rope(c)});
   Weights& device = *decoder->weights_;
   Uploader upload(context, device.storage);
-  MOENAV_ASSIGN_OR_RETURN(const DeviceSlotPlan slots,
-                          plan_device_slots(config.placement.expert_cache.size,
-                                            device_slot_inputs(model, context.budget_bytes())));
+  MOENAV_ASSIGN_OR_RETURN(const int64_t lowbit_bytes, device_lowbit_bytes(model, config));
+  MOENAV_ASSIGN_OR_RETURN(
+      const DeviceSlotPlan slots,
+      plan_device_slots(config.placement.expert_cache.size,
+                        device_slot_inputs(model, context.budget_bytes(), lowbit_bytes)));
   auto with_budget_hint = [&](Status status) {
     if (slots.cached) return status;
     return status.with_context(fmt::format(

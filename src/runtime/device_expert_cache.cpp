@@ -15,6 +15,7 @@
 
 #include "core/byte_size.h"
 #include "experts/gate_speculation.h"
+#include "experts/lowbit_experts.h"
 #include "experts/placement_rules.h"
 #include "experts/routing_stats.h"
 #include "experts/store_factory.h"
@@ -47,10 +48,13 @@ Expected<DeviceSlotPlan> plan_device_slots(std::string_view cache_size,
   if (cache_size == "auto") {
     if (in.budget_bytes <= 0) return plan;  // no budget: everything goes on the device
     // One slot's worth more is the staging slot.
-    const int64_t available = in.budget_bytes - in.resident_bytes - in.reserve_bytes - in.slot_bytes;
+    const int64_t available =
+        in.budget_bytes - in.resident_bytes - in.lowbit_bytes - in.reserve_bytes - in.slot_bytes;
     per_layer = std::max<int64_t>(0, available) / layer_slot_bytes;
-    source = fmt::format("the GPU budget {} less {} of other weights and {} for activations and "
+    source = fmt::format("the GPU budget {} less {} of other weights{} and {} for activations and "
                          "the KV cache", format_bytes(in.budget_bytes), format_bytes(in.resident_bytes),
+                         in.lowbit_bytes > 0 ? fmt::format(", {} of low-precision expert copies",
+                                                           format_bytes(in.lowbit_bytes)) : "",
                          format_bytes(in.reserve_bytes));
   } else if (is_count(cache_size)) {
     const char* end = cache_size.data() + cache_size.size();
@@ -89,6 +93,51 @@ int64_t device_slot_bytes(const Model& model) {
   return largest;
 }
 
+Expected<int64_t> device_lowbit_bytes(const Model& model, const EngineConfig& config) {
+  if (config.miss.policy != "lowbit") return int64_t{0};
+  const auto type = dtype_from_name(config.miss.lowbit_type);
+  if (!type) return Status::errorf("miss.lowbit_type '{}' is not a type name", config.miss.lowbit_type);
+  auto lowbit = LowBitExperts::planned_bytes(model, *type);
+  if (!lowbit.ok()) return lowbit.status();
+  // Each projection starts 256-byte aligned on the device.
+  int64_t projections = 0;
+  for (const LayerWeights& layer : model.weights.layers) projections += 3 * static_cast<int64_t>(layer.experts.size());
+  return *lowbit + projections * (kAlignment - 1);
+}
+
+Status DeviceExpertCache::upload_lowbit(DType type) {
+  MOENAV_ASSIGN_OR_RETURN(std::unique_ptr<LowBitExperts> copies, LowBitExperts::create(model_, type));
+  const ModelConfig& c = model_.config;
+  int64_t bytes = 0;
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    const int64_t n = static_cast<int64_t>(model_.weights.layers[static_cast<size_t>(l)].experts.size());
+    for (int32_t e = 0; e < n; ++e) {
+      const FfnWeights& w = copies->weights(l, e);
+      bytes += aligned(w.gate.bytes()) + aligned(w.up.bytes()) + aligned(w.down.bytes());
+    }
+  }
+  MOENAV_ASSIGN_OR_RETURN(lowbit_, context_.allocate(bytes, "the low-precision expert copies (miss.policy lowbit)"));
+  lowbit_weights_.resize(static_cast<size_t>(c.n_layers * c.n_experts));
+  int64_t offset = 0;
+  auto place = [&](const TensorView& tensor, cuda::DeviceWeight& out) -> Status {
+    MOENAV_RETURN_IF_ERROR(context_.upload(lowbit_, tensor.data, tensor.bytes(), offset));
+    out = {tensor.dtype, tensor.rows(), tensor.cols(), static_cast<uint8_t*>(lowbit_.data()) + offset};
+    offset += aligned(tensor.bytes());
+    return ok_status();
+  };
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    const int64_t n = static_cast<int64_t>(model_.weights.layers[static_cast<size_t>(l)].experts.size());
+    for (int32_t e = 0; e < n; ++e) {
+      const FfnWeights& w = copies->weights(l, e);
+      cuda::DeviceFfn& out = lowbit_weights_[static_cast<size_t>(l * c.n_experts + e)];
+      MOENAV_RETURN_IF_ERROR(place(w.gate, out.gate));
+      MOENAV_RETURN_IF_ERROR(place(w.up, out.up));
+      MOENAV_RETURN_IF_ERROR(place(w.down, out.down));
+    }
+  }
+  return ok_status();  // the host copies go with `copies`: the device holds them now
+}
+
 Expected<std::unique_ptr<DeviceExpertCache>> DeviceExpertCache::create(cuda::Context& context,
                                                                        const Model& model,
                                                                        const EngineConfig& config,
@@ -96,10 +145,6 @@ Expected<std::unique_ptr<DeviceExpertCache>> DeviceExpertCache::create(cuda::Con
                                                                        ThreadPool& pool) {
   const ModelConfig& c = model.config;
   MOENAV_ASSIGN_OR_RETURN(const MissPolicy miss, parse_miss_policy(config.miss.policy));
-  if (miss == MissPolicy::LowBit) {
-    return Status::errorf("miss.policy '{}' is not implemented on the CUDA backend yet (fetch, cpu "
-                          "and skip are); use --backend cpu", config.miss.policy);
-  }
   MOENAV_ASSIGN_OR_RETURN(const PrefetchPolicy prefetch, parse_prefetch_policy(config.prefetch.policy));
   if (config.prefetch.depth < 1) {
     return Status::errorf("prefetch.depth = {} must be >= 1", config.prefetch.depth);
@@ -151,6 +196,11 @@ Expected<std::unique_ptr<DeviceExpertCache>> DeviceExpertCache::create(cuda::Con
     cache->prefetcher_ = std::make_unique<Prefetcher>(prefetch, config.prefetch.depth, c, cache->stats_.get());
   }
   if (cache->auto_split_) MOENAV_RETURN_IF_ERROR(cache->measure_rates(pool));
+  if (miss == MissPolicy::LowBit) {
+    const auto type = dtype_from_name(config.miss.lowbit_type);
+    if (!type) return Status::errorf("miss.lowbit_type '{}' is not a type name", config.miss.lowbit_type);
+    MOENAV_RETURN_IF_ERROR(cache->upload_lowbit(*type));
+  }
   for (const SlotLoad& load : cache->cache_->take_initial_loads()) {
     MOENAV_RETURN_IF_ERROR(cache->load(load));
   }
@@ -338,11 +388,11 @@ Expected<DeviceExpertCache::Lease> DeviceExpertCache::acquire(int64_t layer, int
     case ExpertSource::Cpu:
       lease.host = &model_.weights.layers[static_cast<size_t>(layer)].experts[static_cast<size_t>(expert)];
       return lease;
-    case ExpertSource::LowBit:
-      break;
+    case ExpertSource::LowBit:  // resident for the whole run: nothing to wait for or free
+      lease.weights = lowbit_weights_[static_cast<size_t>(layer * model_.config.n_experts + expert)];
+      return lease;
   }
-  return Status::errorf("layer {} expert {}: the CUDA expert cache cannot serve a lowbit miss",
-                        layer, expert);
+  return Status::errorf("layer {} expert {}: unknown expert source", layer, expert);
 }
 
 Status DeviceExpertCache::release(int64_t layer, int32_t expert) {

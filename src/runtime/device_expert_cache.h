@@ -4,7 +4,8 @@
 // rules, the layer or global scope and warm start work as on the CPU tiers. A miss is fetched
 // over PCIe into a slot (miss.policy fetch), or into a staging slot when the policy does not
 // cache it (static placement), computed on the CPU from the host copy while the GPU runs the
-// other experts (cpu, Fiddler's policy), or dropped (skip). The host copies are page-locked once
+// other experts (cpu, Fiddler's policy), computed from a low-precision copy of every expert kept
+// on the device (lowbit, HOBBIT's policy; miss.lowbit_type q4_0 or q8_0), or dropped (skip). The host copies are page-locked once
 // (cudaHostRegister) so copies run at full PCIe speed on the context's copy stream, overlapping
 // the kernels: per slot, a `loaded` event (recorded after its copy, waited for by the kernels
 // that read it) and a `freed` event (recorded after the kernels of its last use, waited for by
@@ -19,8 +20,6 @@
 // miss.policy auto splits each decode step's misses (up to kAutoSplitTokens rows) between the
 // two at once: every miss goes to whichever of PCIe and the CPU would finish its share first, by
 // rates measured at creation on the largest expert; larger batches fetch (the GPU's compute wins).
-//
-// Not yet here: the lowbit miss policy (refused at creation).
 #pragma once
 
 #include <cstdint>
@@ -60,12 +59,15 @@ struct DeviceSlotInputs {
   int64_t slot_bytes = 0;
   int64_t n_moe_layers = 0;
   int64_t n_experts = 0;
+  int64_t lowbit_bytes = 0;    // the device copies of miss.policy lowbit, 0 for other policies
 };
 Expected<DeviceSlotPlan> plan_device_slots(std::string_view cache_size,
                                            const DeviceSlotInputs& inputs);
 
 // The device bytes one expert slot takes: the largest expert's projections, 256-byte aligned.
 int64_t device_slot_bytes(const Model& model);
+// The device bytes of miss.policy lowbit's copies of every expert (0 for other policies).
+Expected<int64_t> device_lowbit_bytes(const Model& model, const EngineConfig& config);
 
 class DeviceExpertCache {
  public:
@@ -153,6 +155,9 @@ class DeviceExpertCache {
   std::unique_ptr<Prefetcher> prefetcher_;
   std::vector<PrefetchRequest> requests_;
   ThreadPool* pool_ = nullptr;
+  cuda::DeviceBuffer lowbit_;                   // miss.policy lowbit: every expert's copy
+  std::vector<cuda::DeviceFfn> lowbit_weights_; // [n_layers * n_experts] in lowbit_
+  Status upload_lowbit(DType type);
 };
 
 }  // namespace moenav

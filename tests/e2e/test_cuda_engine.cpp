@@ -200,6 +200,44 @@ TEST_F(CudaEngineTest, PrefetchedExpertsMatchAllResident) {
   }
 }
 
+// miss.policy lowbit computes misses from low-precision copies kept on the device. With Q8_0
+// copies, the logits move from the all-resident run's by no more than quantizing every weight to
+// Q8_0 moves them (a copy of another expert would move them by far more), and the misses served
+// so are those the CPU backend's lowbit run counts (the same ExpertCache decisions).
+TEST_F(CudaEngineTest, LowBitMissesUseTheExpertsCopies) {
+  ResidentRun run;
+  ASSERT_NO_FATAL_FAILURE(run_resident(run));
+  auto& [resident, prompt, expected] = run;
+  auto logits_of = [&](const EngineConfig& config, ExpertCounters* counters) {
+    auto engine = open_engine(tiny_mixtral(), config);
+    EXPECT_TRUE(engine);
+    if (!engine) return std::vector<float>();
+    auto session = engine->new_session();
+    auto logits = engine->evaluate(*session, prompt, true);
+    EXPECT_TRUE(logits.ok()) << logits.error();
+    if (counters) *counters = engine->expert_counters();
+    return logits.ok() ? *logits : std::vector<float>();
+  };
+  EngineConfig lowbit = cuda_config();
+  lowbit.placement.expert_cache.size = "2";
+  lowbit.miss.policy = "lowbit";
+  lowbit.miss.lowbit_type = "q8_0";
+  EngineConfig all_q8 = cuda_config();
+  all_q8.weights.type = "q8_0";
+  EngineConfig cpu_lowbit = lowbit;
+  cpu_lowbit.device.backend = "cpu";
+  ExpertCounters gpu_counters, cpu_counters;
+  const std::vector<float> with_copies = logits_of(lowbit, &gpu_counters);
+  const std::vector<float> quantized = logits_of(all_q8, nullptr);
+  logits_of(cpu_lowbit, &cpu_counters);
+  ASSERT_FALSE(with_copies.empty() || quantized.empty());
+  const double moved = max_difference(with_copies, expected);
+  EXPECT_GT(moved, 0.0);
+  EXPECT_LE(moved, max_difference(quantized, expected));
+  EXPECT_GT(gpu_counters.miss_lowbit, 0);
+  EXPECT_EQ(gpu_counters.miss_lowbit, cpu_counters.miss_lowbit);
+}
+
 // Misses computed on the CPU from the host copy (miss.policy cpu, and auto's share) while the GPU
 // runs the rest: the CPU kernels sum in another order, so logits agree to the golden tolerance
 // rather than exactly.

@@ -39,6 +39,11 @@ TEST(DeviceSlots, AutoTakesWhatTheBudgetLeaves) {
   DeviceSlotInputs unknown = inputs();
   unknown.budget_bytes = 0;  // no budget given: nothing to fit
   EXPECT_FALSE(plan_device_slots("auto", unknown)->cached);
+  DeviceSlotInputs lowbit = inputs();
+  lowbit.lowbit_bytes = 20 * kMiB;  // miss.policy lowbit's copies: 49 MiB left, 4 per layer
+  auto with_copies = plan_device_slots("auto", lowbit);
+  ASSERT_TRUE(with_copies.ok()) << with_copies.error();
+  EXPECT_EQ(with_copies->slots_per_layer, 4);
 }
 
 TEST(DeviceSlots, CountsAndByteSizes) {
