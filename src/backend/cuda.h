@@ -59,6 +59,27 @@ class DeviceBuffer {
   int64_t bytes_ = 0;
 };
 
+// Page-locked host memory (cudaHostAlloc), freed on destruction: where small uploads are staged
+// so that upload_pinned can queue them without blocking the host. Move-only.
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  PinnedBuffer(PinnedBuffer&& other) noexcept;
+  PinnedBuffer& operator=(PinnedBuffer&& other) noexcept;
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  ~PinnedBuffer();
+
+  void* data() const { return data_; }
+  int64_t bytes() const { return bytes_; }
+
+ private:
+  friend class Context;
+  PinnedBuffer(void* data, int64_t bytes) : data_(data), bytes_(bytes) {}
+  void* data_ = nullptr;
+  int64_t bytes_ = 0;
+};
+
 // An ordering point between a Context's streams (a CUDA event): record() marks what was queued
 // on one stream so far, wait() makes another stream's later work wait for it. Move-only; must
 // not outlive its Context. Waiting for an event never recorded waits for nothing.
@@ -112,11 +133,13 @@ class Context {
   // weights), so that upload_pinned can copy from it at full PCIe speed without waiting. Fails
   // (and nothing is pinned) where the driver refuses, e.g. for some file mappings.
   Status pin_host(const void* data, int64_t bytes);
-  // An upload from memory pinned by pin_host, queued on `stream` without blocking the host: on
+  // An upload from memory pinned by pin_host or allocate_pinned, queued on `stream` without
+  // blocking the host (so `from` must stay unchanged until the stream has run it): on
   // Compute it is ordered after the kernels queued before it and before those queued after; on
   // Copy only by events.
   Status upload_pinned(const DeviceBuffer& to, const void* from, int64_t bytes, int64_t offset = 0,
                        Stream stream = Stream::Compute);
+  Expected<PinnedBuffer> allocate_pinned(int64_t bytes);
   Expected<Event> create_event();
   Status record(Event& event, Stream stream);
   Status wait(Stream waiter, const Event& event);

@@ -42,6 +42,14 @@ Status Context::pin_host(const void*, int64_t) { return not_built(); }
 Status Context::upload_pinned(const DeviceBuffer&, const void*, int64_t, int64_t, Stream) {
   return not_built();
 }
+PinnedBuffer::PinnedBuffer(PinnedBuffer&& other) noexcept { *this = std::move(other); }
+PinnedBuffer& PinnedBuffer::operator=(PinnedBuffer&& other) noexcept {
+  std::swap(data_, other.data_);
+  std::swap(bytes_, other.bytes_);
+  return *this;
+}
+PinnedBuffer::~PinnedBuffer() = default;
+Expected<PinnedBuffer> Context::allocate_pinned(int64_t) { return not_built(); }
 Event::Event(Event&& other) noexcept { std::swap(handle_, other.handle_); }
 Event& Event::operator=(Event&& other) noexcept {
   std::swap(handle_, other.handle_);

@@ -124,6 +124,10 @@ struct CudaDecoder::Buffers {
   std::vector<int32_t> host_positions;     // [T]
   std::vector<int32_t> host_routes;        // rows of each expert, experts one after another
   std::vector<float> host_route_weights;
+  // Where routes and route weights are staged for their upload, which then does not wait: each
+  // MoE layer reuses it after its router-logit download, which waits for the stream, so the
+  // previous layer's copies from it have run.
+  cuda::PinnedBuffer route_staging;  // [rows * k] int32 routes, then [rows * k] float weights
   // Experts computed on the CPU (miss.policy cpu): the layer's normed rows, one expert's rows and
   // output, and the FFN workspace.
   std::vector<float> host_normed, host_gathered, host_output;
@@ -320,6 +324,7 @@ Status CudaDecoder::ensure_capacity(int64_t n_rows, int64_t max_k) {
   MOENAV_RETURN_IF_ERROR(floats(b.positions, rows, "positions"));
   MOENAV_RETURN_IF_ERROR(floats(b.routes, rows * k, "routes"));
   MOENAV_RETURN_IF_ERROR(floats(b.route_weights, rows * k, "route weights"));
+  MOENAV_ASSIGN_OR_RETURN(b.route_staging, context_->allocate_pinned(2 * rows * k * int64_t{sizeof(float)}));
   MOENAV_RETURN_IF_ERROR(floats(b.logits, rows * c.vocab, "logits"));
   b.rows = rows;
   b.k = k;
@@ -450,8 +455,12 @@ Status CudaDecoder::moe(int64_t l, int64_t n_rows, const RoutingPolicy& policy,
   float* output = b.block_output.as<float>();
   MOENAV_RETURN_IF_ERROR(context.zero(output, n_rows * c.hidden * int64_t{sizeof(float)}));
   if (assigned > 0) {
-    MOENAV_RETURN_IF_ERROR(context.upload(b.routes, b.host_routes.data(), assigned * int64_t{sizeof(int32_t)}));
-    MOENAV_RETURN_IF_ERROR(context.upload(b.route_weights, b.host_route_weights.data(), assigned * int64_t{sizeof(float)}));
+    auto* staged_routes = static_cast<int32_t*>(b.route_staging.data());
+    float* staged_weights = reinterpret_cast<float*>(staged_routes + b.rows * b.k);
+    std::copy_n(b.host_routes.data(), assigned, staged_routes);
+    std::copy_n(b.host_route_weights.data(), assigned, staged_weights);
+    MOENAV_RETURN_IF_ERROR(context.upload_pinned(b.routes, staged_routes, assigned * int64_t{sizeof(int32_t)}));
+    MOENAV_RETURN_IF_ERROR(context.upload_pinned(b.route_weights, staged_weights, assigned * int64_t{sizeof(float)}));
   }
   if (cache != nullptr) {
     std::vector<uint8_t> first_choice(static_cast<size_t>(c.n_experts), 0);

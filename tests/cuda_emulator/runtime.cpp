@@ -1,6 +1,7 @@
 // The emulated CUDA runtime calls: one device, memory, and copies checked against the memory
 // they claim to touch and queued on their stream (streams.h).
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <vector>
 
@@ -94,6 +95,20 @@ cudaError_t cudaHostRegister(void* data, size_t bytes, unsigned int) {
   return result(register_host(data, bytes));
 }
 cudaError_t cudaHostUnregister(void* data) { return result(unregister_host(data)); }
+
+cudaError_t cudaHostAlloc(void** data, size_t bytes, unsigned int) {
+  *data = std::aligned_alloc(4096, (bytes + 4095) / 4096 * 4096);
+  if (!*data) return result(cudaErrorMemoryAllocation);
+  return result(register_host(*data, bytes));
+}
+
+cudaError_t cudaFreeHost(void* data) {
+  if (!data) return cudaSuccess;
+  drain_all();  // as CUDA's, which waits for the device
+  const cudaError_t error = unregister_host(data);
+  if (error == cudaSuccess) std::free(data);
+  return result(error);
+}
 
 cudaError_t cudaMemcpyAsync(void* to, const void* from, size_t bytes, cudaMemcpyKind kind,
                             cudaStream_t stream) {

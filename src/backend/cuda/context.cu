@@ -174,6 +174,33 @@ Status Context::upload_pinned(const DeviceBuffer& to, const void* from, int64_t 
       "pinned upload");
 }
 
+PinnedBuffer::PinnedBuffer(PinnedBuffer&& other) noexcept { *this = std::move(other); }
+
+PinnedBuffer& PinnedBuffer::operator=(PinnedBuffer&& other) noexcept {
+  if (this != &other) {
+    if (data_) cudaFreeHost(data_);
+    data_ = std::exchange(other.data_, nullptr);
+    bytes_ = std::exchange(other.bytes_, 0);
+  }
+  return *this;
+}
+
+PinnedBuffer::~PinnedBuffer() {
+  if (data_) cudaFreeHost(data_);
+}
+
+Expected<PinnedBuffer> Context::allocate_pinned(int64_t bytes) {
+  if (bytes <= 0) return PinnedBuffer();
+  void* data = nullptr;
+  const cudaError_t error = cudaHostAlloc(&data, static_cast<size_t>(bytes), cudaHostAllocDefault);
+  if (error != cudaSuccess) {
+    cudaGetLastError();
+    return Status::errorf("page-locked host allocation of {} failed: {}", format_bytes(bytes),
+                          cudaGetErrorString(error));
+  }
+  return PinnedBuffer(data, bytes);
+}
+
 Event::Event(Event&& other) noexcept { *this = std::move(other); }
 
 Event& Event::operator=(Event&& other) noexcept {

@@ -53,6 +53,7 @@ constexpr unsigned int cudaEventDisableTiming = 0x02;
 constexpr unsigned int cudaHostRegisterPortable = 0x01;
 constexpr unsigned int cudaHostRegisterMapped = 0x02;
 constexpr unsigned int cudaHostRegisterReadOnly = 0x08;
+constexpr unsigned int cudaHostAllocDefault = 0x00;
 
 struct cudaDeviceProp {
   char name[256];
@@ -82,6 +83,8 @@ cudaError_t cudaMalloc(void** data, size_t bytes);
 cudaError_t cudaFree(void* data);
 cudaError_t cudaHostRegister(void* data, size_t bytes, unsigned int flags);
 cudaError_t cudaHostUnregister(void* data);
+cudaError_t cudaHostAlloc(void** data, size_t bytes, unsigned int flags);
+cudaError_t cudaFreeHost(void* data);
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int flags);
 cudaError_t cudaStreamDestroy(cudaStream_t stream);
 cudaError_t cudaStreamSynchronize(cudaStream_t stream);
