@@ -51,9 +51,14 @@ if [ "${BIG:-0}" = 1 ]; then
   big=/tmp/mixtral-8x7b-q4_0.gguf
   [ -f "$big" ] || python3 .deps/tools/make_synthetic_gguf.py --preset mixtral-8x7b --type q4_0 \
       --threads "$jobs" --out "$big" -q
-  bench mixtral-cuda "$big" --backend cuda --prompt-tokens 512 --gen-tokens 128 --reps 3
+  # bf16 tensor-core prefill GEMMs (the prefill goals); decode is f32 matvec either way.
+  bench mixtral-cuda "$big" --backend cuda --gemm-precision bf16 --prompt-tokens 512 \
+      --gen-tokens 128 --reps 3
+  # Under a budget: misses split between PCIe and the CPU, next-layer experts prefetched on the
+  # copy stream.
   for budget in 24GiB 16GiB 8GiB; do
     bench "mixtral-cuda-$budget" "$big" --backend cuda --gpu-memory "$budget" --cache-size auto \
+        --miss-policy auto --prefetch next_layer_gate --gemm-precision bf16 \
         --prompt-tokens 512 --gen-tokens 128 --reps 3
   done
 fi

@@ -32,6 +32,7 @@ struct DeviceConfig {
   std::string gpu_memory;   // byte size such as "16GiB"; "" = no limit
   std::string host_memory;  // expert-cache budget on the CPU-only build; "" = no limit
   int threads = 0;          // 0 = all cores
+  std::string gemm_precision = "f32";  // CUDA prefill GEMMs: "f32" (exact) or "bf16" (tensor cores)
 };
 
 struct PlacementRule {

@@ -46,6 +46,12 @@ inline bool matmul_supported(DType weight_type) {
 constexpr int64_t kMatvecMaxTokens = 8;
 Status matmul(Context& context, const DeviceWeight& weight, const float* input, int64_t n_tokens,
               float* output);
+// matmul of up to kMatvecMaxTokens tokens by a weight chosen on the device: table[*selected],
+// a device array of the data of same-shaped matrices (one layer's experts), each as `shape`
+// says (its data unused). Routing chosen on the device thus needs no trip to the host.
+Status matmul_selected(Context& context, const DeviceWeight& shape, const void* const* table,
+                       const int32_t* selected, const float* input, int64_t n_tokens,
+                       float* output);
 
 // output[r, :] = input[r, :] / sqrt(mean(input[r, :]^2) + eps) * weight; output may alias input.
 Status rms_norm(Context& context, const float* input, const float* weight, float* output,

@@ -67,6 +67,10 @@ void Context::set_gemm_precision(GemmPrecision) {}
 void Context::release(void*, int64_t) {}
 
 Status matmul(Context&, const DeviceWeight&, const float*, int64_t, float*) { return not_built(); }
+Status matmul_selected(Context&, const DeviceWeight&, const void* const*, const int32_t*,
+                       const float*, int64_t, float*) {
+  return not_built();
+}
 Status rms_norm(Context&, const float*, const float*, float*, int64_t, int64_t, float) {
   return not_built();
 }

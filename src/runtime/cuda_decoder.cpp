@@ -78,7 +78,15 @@ struct DeviceLayer {
   DeviceWeight q, k, v, o, router;
   std::vector<DeviceFfn> experts;
   DeviceFfn shared, dense;
+  // Resident experts of one dtype and shape per projection: the device tables of their data
+  // that matmul_selected reads (null otherwise), and the selection bias on the device.
+  const void* const* gate_table = nullptr;
+  const void* const* up_table = nullptr;
+  const void* const* down_table = nullptr;
+  const float* selection_bias = nullptr;
 };
+
+constexpr int64_t kDeviceRoutingRows = 4;
 
 // Everything the CUDA decoder cannot run yet, as one message (empty when it can run the model).
 std::string unsupported_features(const Model& model) {
@@ -119,6 +127,8 @@ struct CudaDecoder::Buffers {
   int64_t k = 0;     // capacity in experts per token
   DeviceBuffer hidden, normed, q, k_rows, v, attention, block_output, router_logits, gathered,
       gate, up, expert_output, positions, routes, route_weights, logits;
+  // Device routing: the [rows, k] selection and weights, and the row of each pair (i / k).
+  DeviceBuffer selected, selected_weights, pair_rows;
   std::vector<float> host_rows;            // [T, hidden] embeddings
   std::vector<float> host_router_logits;   // [T, n_experts]
   std::vector<int32_t> host_positions;     // [T]
@@ -185,6 +195,35 @@ namespace {
 // What the device expert cache is planned from: the budget, every weight but the experts, and a
 // reserve for activations (a 512-row batch: residual stream, projections, FFN, logits), the KV
 // cache of up to 4096 positions and cuBLAS' workspace.
+// The tables of device routing, for experts of uniform dtype and shape per projection.
+Status upload_expert_tables(DeviceLayer& layer, cuda::Context& context,
+                            std::vector<DeviceBuffer>& storage, const std::string& name) {
+  if (layer.experts.empty()) return ok_status();
+  auto same = [](const DeviceWeight& a, const DeviceWeight& b) {
+    return a.dtype == b.dtype && a.rows == b.rows && a.cols == b.cols;
+  };
+  const DeviceFfn& first = layer.experts.front();
+  for (const DeviceFfn& expert : layer.experts) {
+    if (!same(expert.gate, first.gate) || !same(expert.up, first.up) || !same(expert.down, first.down)) {
+      return ok_status();  // mixed types: the host routes this layer
+    }
+  }
+  auto table = [&](const DeviceWeight DeviceFfn::*projection, const char* what) -> Expected<const void* const*> {
+    std::vector<const void*> data;
+    for (const DeviceFfn& expert : layer.experts) data.push_back((expert.*projection).data);
+    const auto bytes = static_cast<int64_t>(data.size() * sizeof(void*));
+    MOENAV_ASSIGN_OR_RETURN(DeviceBuffer buffer, context.allocate(bytes, fmt::format("{} {} table", name, what)));
+    MOENAV_RETURN_IF_ERROR(context.upload(buffer, data.data(), bytes));
+    const auto* device = buffer.as<const void* const>();
+    storage.push_back(std::move(buffer));
+    return device;
+  };
+  MOENAV_ASSIGN_OR_RETURN(layer.gate_table, table(&DeviceFfn::gate, "expert gate"));
+  MOENAV_ASSIGN_OR_RETURN(layer.up_table, table(&DeviceFfn::up, "expert up"));
+  MOENAV_ASSIGN_OR_RETURN(layer.down_table, table(&DeviceFfn::down, "expert down"));
+  return ok_status();
+}
+
 DeviceSlotInputs device_slot_inputs(const Model& model, int64_t budget, int64_t lowbit_bytes) {
   const ModelConfig& c = model.config;
   DeviceSlotInputs in;
@@ -235,6 +274,8 @@ Expected<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const Model& model,
   decoder->model_ = &model;
   decoder->pool_ = &pool;
   MOENAV_ASSIGN_OR_RETURN(decoder->context_, cuda::Context::create(0, budget));
+  decoder->context_->set_gemm_precision(config.device.gemm_precision == "bf16" ? cuda::GemmPrecision::Bf16
+                                                                              : cuda::GemmPrecision::F32);
   cuda::Context& context = *decoder->context_;
   const ModelConfig& c = model.config;
   const ModelWeights& w = model.weights;
@@ -274,6 +315,9 @@ Expected<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const Model& model,
                                   upload.ffn(layer.experts[e], fmt::format("{} expert {}", name, e)));
           out.experts.push_back(expert);
         }
+        MOENAV_RETURN_IF_ERROR(upload_expert_tables(out, context, device.storage, name));
+        MOENAV_ASSIGN_OR_RETURN(out.selection_bias,
+                                upload.vector(layer.expert_selection_bias, name + " selection bias"));
         if (c.n_shared_experts > 0) {
           MOENAV_ASSIGN_OR_RETURN(out.shared, upload.ffn(layer.shared_expert, name + " shared expert"));
         }
@@ -325,6 +369,12 @@ Status CudaDecoder::ensure_capacity(int64_t n_rows, int64_t max_k) {
   MOENAV_RETURN_IF_ERROR(floats(b.routes, rows * k, "routes"));
   MOENAV_RETURN_IF_ERROR(floats(b.route_weights, rows * k, "route weights"));
   MOENAV_ASSIGN_OR_RETURN(b.route_staging, context_->allocate_pinned(2 * rows * k * int64_t{sizeof(float)}));
+  MOENAV_RETURN_IF_ERROR(floats(b.selected, rows * k, "selected experts"));
+  MOENAV_RETURN_IF_ERROR(floats(b.selected_weights, rows * k, "selected expert weights"));
+  MOENAV_RETURN_IF_ERROR(floats(b.pair_rows, rows * k, "pair rows"));
+  std::vector<int32_t> pair_rows(static_cast<size_t>(rows * k));
+  for (size_t i = 0; i < pair_rows.size(); ++i) pair_rows[i] = static_cast<int32_t>(static_cast<int64_t>(i) / k);
+  MOENAV_RETURN_IF_ERROR(context_->upload(b.pair_rows, pair_rows.data(), rows * k * int64_t{sizeof(int32_t)}));
   MOENAV_RETURN_IF_ERROR(floats(b.logits, rows * c.vocab, "logits"));
   b.rows = rows;
   b.k = k;
@@ -402,8 +452,65 @@ Status CudaDecoder::attention(int64_t l, std::span<const Segment> segments) {
   return cuda::matmul(context, layer.o, b.attention.as<float>(), n_rows, b.block_output.as<float>());
 }
 
+bool CudaDecoder::routes_on_device(int64_t l, int64_t n_rows, const RoutingPolicy& policy,
+                                   const RoutingObserver& observer) const {
+  const ModelConfig& c = model_->config;
+  const DeviceLayer& layer = weights_->layers[static_cast<size_t>(l)];
+  const int64_t k = policy.k_for_layer(l);
+  return n_rows <= kDeviceRoutingRows && !observer && weights_->experts == nullptr &&
+         layer.gate_table != nullptr && policy.allowed(l) == nullptr && !policy.adjusts_selection() &&
+         c.n_expert_groups <= 1 && model_->weights.layers[static_cast<size_t>(l)].router_bias.empty() &&
+         c.n_experts <= 256 && k >= 1 && k <= 16 && k <= c.n_experts;
+}
+
+Status CudaDecoder::moe_on_device(int64_t l, int64_t n_rows, int64_t k) {
+  const ModelConfig& c = model_->config;
+  const DeviceLayer& layer = weights_->layers[static_cast<size_t>(l)];
+  Buffers& b = *buffers_;
+  cuda::Context& context = *context_;
+  const float* normed = b.normed.as<float>();
+  MOENAV_RETURN_IF_ERROR(cuda::matmul(context, layer.router, normed, n_rows, b.router_logits.as<float>()));
+  cuda::RouterArgs args;
+  args.logits = b.router_logits.as<float>();
+  args.selection_bias = layer.selection_bias;
+  args.n_tokens = n_rows;
+  args.n_experts = c.n_experts;
+  args.k = k;
+  args.score = c.gating == Gating::Softmax   ? cuda::RouterScore::Softmax
+               : c.gating == Gating::Sigmoid ? cuda::RouterScore::Sigmoid
+                                             : cuda::RouterScore::SoftmaxOfTopK;
+  args.normalize = c.norm_topk_prob;
+  args.scale = c.routed_scaling_factor;
+  args.experts = b.selected.as<int32_t>();
+  args.weights = b.selected_weights.as<float>();
+  MOENAV_RETURN_IF_ERROR(cuda::router_top_k(context, args));
+  float* output = b.block_output.as<float>();
+  MOENAV_RETURN_IF_ERROR(context.zero(output, n_rows * c.hidden * int64_t{sizeof(float)}));
+  const DeviceFfn& shape = layer.experts.front();
+  float* gate = b.gate.as<float>();
+  float* up = b.up.as<float>();
+  for (int64_t pair = 0; pair < n_rows * k; ++pair) {  // pair = token * k + slot
+    const int32_t* selected = b.selected.as<int32_t>() + pair;
+    const float* input = normed + (pair / k) * c.hidden;
+    MOENAV_RETURN_IF_ERROR(cuda::matmul_selected(context, shape.gate, layer.gate_table, selected, input, 1, gate));
+    MOENAV_RETURN_IF_ERROR(cuda::matmul_selected(context, shape.up, layer.up_table, selected, input, 1, up));
+    MOENAV_RETURN_IF_ERROR(cuda::silu_mul(context, gate, up, gate, shape.gate.rows));
+    MOENAV_RETURN_IF_ERROR(cuda::matmul_selected(context, shape.down, layer.down_table, selected, gate, 1,
+                                                 b.expert_output.as<float>()));
+    MOENAV_RETURN_IF_ERROR(cuda::scatter_add_rows(context, b.expert_output.as<float>(), c.hidden,
+                                                  b.pair_rows.as<int32_t>() + pair,
+                                                  b.selected_weights.as<float>() + pair, 1, output));
+  }
+  if (c.n_shared_experts > 0) {
+    MOENAV_RETURN_IF_ERROR(run_ffn(context, layer.shared, normed, n_rows, gate, up, b.expert_output.as<float>()));
+    MOENAV_RETURN_IF_ERROR(cuda::add(context, output, b.expert_output.as<float>(), output, n_rows * c.hidden));
+  }
+  return ok_status();
+}
+
 Status CudaDecoder::moe(int64_t l, int64_t n_rows, const RoutingPolicy& policy,
                         const RoutingObserver& observer) {
+  if (routes_on_device(l, n_rows, policy, observer)) return moe_on_device(l, n_rows, policy.k_for_layer(l));
   const ModelConfig& c = model_->config;
   const LayerWeights& host_layer = model_->weights.layers[static_cast<size_t>(l)];
   const DeviceLayer& layer = weights_->layers[static_cast<size_t>(l)];

@@ -1,7 +1,10 @@
 // The decoder on the CUDA backend with every weight resident on the device: the steps of
 // Engine::forward, each one a kernel of backend/cuda_ops.h. Routing is chosen on the host from
 // the router logits (select_experts, then the RoutingPolicy), as on the CPU, so both backends
-// route identically and the routing observer sees every layer.
+// route identically and the routing observer sees every layer. Decode steps (up to
+// kDeviceRoutingRows rows) of resident experts with no observer and a plain routing policy select
+// on the device instead (router_top_k, then matmul_selected by the chosen experts' table entries),
+// which saves each MoE layer a round trip to the host.
 //
 // Not yet here (refused with a message at creation): multi-head latent attention, projection and
 // expert biases, the clamped SwiGLU of gpt-oss, gated shared experts. Experts that do not fit
@@ -70,6 +73,11 @@ class CudaDecoder {
   Status attention(int64_t layer, std::span<const Segment> segments);
   Status moe(int64_t layer, int64_t n_rows, const RoutingPolicy& policy,
              const RoutingObserver& observer);
+  // Decode steps of resident experts under a plain routing policy: experts selected and run on
+  // the device, without bringing the router logits to the host.
+  bool routes_on_device(int64_t layer, int64_t n_rows, const RoutingPolicy& policy,
+                        const RoutingObserver& observer) const;
+  Status moe_on_device(int64_t layer, int64_t n_rows, int64_t k);
 
   const Model* model_ = nullptr;
   ThreadPool* pool_ = nullptr;

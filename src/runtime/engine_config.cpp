@@ -142,6 +142,10 @@ std::vector<ConfigOption> make_options() {
                           MOENAV_FIELD(device.host_memory), byte_size_or_empty()),
       option<int>("device.threads", "--threads,-t", "CPU threads (0 = all cores)",
                   MOENAV_FIELD(device.threads), at_least(0)),
+      option<std::string>("device.gemm_precision", "--gemm-precision",
+                          "CUDA prefill GEMMs: f32 (as exact as the CPU) or bf16 (tensor cores; "
+                          "weights and activations rounded to bf16)",
+                          MOENAV_FIELD(device.gemm_precision), one_of({"f32", "bf16"})),
       option<std::vector<PlacementRule>>("placement.rules", "--placement-rules",
                                          "Tier rules [{\"match\":..,\"tier\":..}]",
                                          MOENAV_FIELD(placement.rules)),

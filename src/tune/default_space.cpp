@@ -191,6 +191,8 @@ Expected<ConfigSpace> default_space(const std::string& model_path, const Engine&
       if (preset == SpacePreset::Default) {
         space.dimensions.push_back(prefetch_dimension());
         space.dimensions.push_back(miss_dimension(true));
+        space.dimensions.push_back({"prefill GEMM", {choice("gemm f32", {{"device.gemm_precision", "f32"}}),
+                                                     choice("gemm bf16", {{"device.gemm_precision", "bf16"}})}});
       }
     } else if (Status cache = probe_expert_cache(model_path, base); cache.ok()) {
       has_cache = true;

@@ -200,6 +200,56 @@ TEST_F(CudaEngineTest, PrefetchedExpertsMatchAllResident) {
   }
 }
 
+// Decode steps of resident experts select and run them on the device; with a routing observer
+// attached (it needs the routing on the host) the same steps route on the host. Both choose the
+// same experts, with weights from the device's and the host's expf: the logits agree closely.
+TEST_F(CudaEngineTest, DeviceRoutingMatchesHostRouting) {
+  auto on_device = open_engine(tiny_mixtral(), cuda_config());
+  auto on_host = open_engine(tiny_mixtral(), cuda_config());
+  ASSERT_TRUE(on_device && on_host);
+  int64_t observed = 0;
+  on_host->set_routing_observer([&](int64_t, const Routing&) { ++observed; });
+  const std::vector<int32_t> prompt = some_tokens(12, on_device->vocab_size());
+  auto a = on_device->new_session();
+  auto b = on_host->new_session();
+  for (size_t i = 0; i < prompt.size(); ++i) {
+    const std::span<const int32_t> token(&prompt[i], 1);
+    auto device_logits = on_device->evaluate(*a, token);
+    auto host_logits = on_host->evaluate(*b, token);
+    ASSERT_TRUE(device_logits.ok() && host_logits.ok());
+    EXPECT_LE(max_difference(*device_logits, *host_logits), 1e-4) << "token " << i;
+  }
+  EXPECT_EQ(observed, static_cast<int64_t>(prompt.size()) * 6);  // every MoE layer of each step
+}
+
+// device.gemm_precision bf16 rounds prefill GEMM operands to bf16 (tensor cores): the prefill
+// logits move, by about what bf16's 8-bit mantissa allows, and decode (matvec, f32) does not.
+TEST_F(CudaEngineTest, Bf16PrefillGemmsRoundOnlyThePrefill) {
+  ResidentRun run;
+  ASSERT_NO_FATAL_FAILURE(run_resident(run));
+  auto& [resident, prompt, expected] = run;
+  EngineConfig config = cuda_config();
+  config.device.gemm_precision = "bf16";
+  auto engine = open_engine(tiny_mixtral(), config);
+  ASSERT_TRUE(engine);
+  auto session = engine->new_session();
+  auto logits = engine->evaluate(*session, prompt, true);
+  ASSERT_TRUE(logits.ok()) << logits.error();
+  const double moved = max_difference(*logits, expected);
+  EXPECT_GT(moved, 0.0);
+  EXPECT_LT(moved, 0.25);  // logits up to ~20 in magnitude; 0.074 measured on the emulator
+  // One token at a time: every matmul is a matvec, so both configs compute the same bits.
+  auto step = engine->new_session();
+  auto reference = resident->new_session();
+  for (size_t i = 0; i < 4; ++i) {
+    const std::span<const int32_t> token(&prompt[i], 1);
+    auto a = engine->evaluate(*step, token);
+    auto b = resident->evaluate(*reference, token);
+    ASSERT_TRUE(a.ok() && b.ok());
+    EXPECT_EQ(max_difference(*a, *b), 0.0);
+  }
+}
+
 // miss.policy lowbit computes misses from low-precision copies kept on the device. With Q8_0
 // copies, the logits move from the all-resident run's by no more than quantizing every weight to
 // Q8_0 moves them (a copy of another expert would move them by far more), and the misses served

@@ -19,9 +19,12 @@ namespace {
 constexpr int kWarpsPerBlock = 4;
 constexpr int64_t kSliceBytes = int64_t{64} << 20;  // dequantized weight per GEMM slice
 
+// table: when not null, the weight is table[*selected] instead (matmul_selected).
 template <DType kType, int kTokens>
-__global__ void matvec_kernel(const uint8_t* weight, int64_t row_bytes, int64_t rows,
+__global__ void matvec_kernel(const uint8_t* weight, const void* const* table,
+                              const int32_t* selected, int64_t row_bytes, int64_t rows,
                               int64_t cols, const float* input, int n_tokens, float* output) {
+  if (table) weight = static_cast<const uint8_t*>(table[*selected]);
   const int lane = threadIdx.x % 32;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
   if (row >= rows) return;  // whole warps leave together
@@ -78,15 +81,16 @@ __global__ void to_bf16_kernel(const float* in, __nv_bfloat16* out, int64_t n) {
 
 template <DType kType>
 Status launch_matvec(Context& context, const DeviceWeight& weight, const float* input,
-                     int64_t n_tokens, float* output) {
+                     int64_t n_tokens, float* output, const void* const* table = nullptr,
+                     const int32_t* selected = nullptr) {
   const dim3 grid(static_cast<unsigned>(ceil_div(weight.rows, kWarpsPerBlock)));
   const dim3 block(32 * kWarpsPerBlock);
   cudaStream_t stream = context.impl().stream;
   const auto* data = static_cast<const uint8_t*>(weight.data);
   const int tokens = static_cast<int>(n_tokens);
   auto run = [&](auto kernel) {
-    return launch("matvec", kernel, grid, block, stream, data, weight.row_bytes(), weight.rows,
-                  weight.cols, input, tokens, output);
+    return launch("matvec", kernel, grid, block, stream, data, table, selected, weight.row_bytes(),
+                  weight.rows, weight.cols, input, tokens, output);
   };
   if (n_tokens == 1) return run(matvec_kernel<kType, 1>);
   if (n_tokens == 2) return run(matvec_kernel<kType, 2>);
@@ -156,8 +160,8 @@ Status dispatch(Context& context, const DeviceWeight& weight, const float* input
 
 }  // namespace
 
-Status matmul(Context& context, const DeviceWeight& weight, const float* input, int64_t n_tokens,
-              float* output) {
+namespace {
+Status check_weight(const DeviceWeight& weight) {
   if (!matmul_supported(weight.dtype)) {
     return Status::errorf("CUDA matmul: weight type {} is not supported", dtype_name(weight.dtype));
   }
@@ -165,6 +169,32 @@ Status matmul(Context& context, const DeviceWeight& weight, const float* input, 
     return Status::errorf("CUDA matmul: a {} row of {} elements is not whole blocks of 32",
                           dtype_name(weight.dtype), weight.cols);
   }
+  return ok_status();
+}
+}  // namespace
+
+Status matmul_selected(Context& context, const DeviceWeight& shape, const void* const* table,
+                       const int32_t* selected, const float* input, int64_t n_tokens,
+                       float* output) {
+  MOENAV_RETURN_IF_ERROR(check_weight(shape));
+  if (n_tokens > kMatvecMaxTokens) {
+    return Status::errorf("CUDA matmul_selected: {} tokens (at most {})", n_tokens, kMatvecMaxTokens);
+  }
+  if (n_tokens <= 0 || shape.rows <= 0) return ok_status();
+  switch (shape.dtype) {
+#define MOENAV_SELECTED(type) \
+    case DType::type: return launch_matvec<DType::type>(context, shape, input, n_tokens, output, table, selected);
+    MOENAV_SELECTED(F32) MOENAV_SELECTED(F16) MOENAV_SELECTED(BF16) MOENAV_SELECTED(Q8_0)
+    MOENAV_SELECTED(Q4_0) MOENAV_SELECTED(Q4_K) MOENAV_SELECTED(Q5_K) MOENAV_SELECTED(Q6_K)
+#undef MOENAV_SELECTED
+    default: break;
+  }
+  return Status::errorf("CUDA matmul: weight type {} is not supported", dtype_name(shape.dtype));
+}
+
+Status matmul(Context& context, const DeviceWeight& weight, const float* input, int64_t n_tokens,
+              float* output) {
+  MOENAV_RETURN_IF_ERROR(check_weight(weight));
   if (n_tokens <= 0 || weight.rows <= 0) return ok_status();
   switch (weight.dtype) {
     case DType::F32: return dispatch<DType::F32>(context, weight, input, n_tokens, output);

@@ -35,6 +35,8 @@ class RoutingPolicy {
   }
   // Post-selection changes (threshold and adaptive skipping).
   void apply(Routing& routing) const;
+  // Whether apply() can change a selection (a skip policy is set).
+  bool adjusts_selection() const { return skip_ != Skip::None; }
 
   // Pruning masks computed elsewhere (calibration): [n_layers][n_experts].
   void set_allowed(std::vector<std::vector<bool>> allowed) { allowed_ = std::move(allowed); }
