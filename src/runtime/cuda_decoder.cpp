@@ -129,7 +129,9 @@ struct CudaDecoder::Buffers {
       gate, up, expert_output, positions, routes, route_weights, logits;
   // Device routing: the [rows, k] selection and weights, and the row of each pair (i / k).
   DeviceBuffer selected, selected_weights, pair_rows;
-  std::vector<float> host_rows;            // [T, hidden] embeddings
+  // The step's input: [rows, hidden] embeddings, then [rows] positions, uploaded without a stream
+  // wait. A step reuses it after the previous step's logit download, which waits for the stream.
+  cuda::PinnedBuffer input_staging;
   std::vector<float> host_router_logits;   // [T, n_experts]
   std::vector<int32_t> host_positions;     // [T]
   std::vector<int32_t> host_routes;        // rows of each expert, experts one after another
@@ -369,6 +371,8 @@ Status CudaDecoder::ensure_capacity(int64_t n_rows, int64_t max_k) {
   MOENAV_RETURN_IF_ERROR(floats(b.routes, rows * k, "routes"));
   MOENAV_RETURN_IF_ERROR(floats(b.route_weights, rows * k, "route weights"));
   MOENAV_ASSIGN_OR_RETURN(b.route_staging, context_->allocate_pinned(2 * rows * k * int64_t{sizeof(float)}));
+  MOENAV_ASSIGN_OR_RETURN(b.input_staging,
+                          context_->allocate_pinned(rows * (c.hidden + 1) * int64_t{sizeof(float)}));
   MOENAV_RETURN_IF_ERROR(floats(b.selected, rows * k, "selected experts"));
   MOENAV_RETURN_IF_ERROR(floats(b.selected_weights, rows * k, "selected expert weights"));
   MOENAV_RETURN_IF_ERROR(floats(b.pair_rows, rows * k, "pair rows"));
@@ -673,13 +677,15 @@ Status CudaDecoder::forward(std::span<const Segment> segments, std::span<const i
       b.host_positions.push_back(static_cast<int32_t>(segment.first_position + i));
   }
   // Embeddings are looked up on the host (any dtype) and uploaded: [T, hidden] floats.
-  b.host_rows.resize(static_cast<size_t>(n_rows * c.hidden));
+  auto* staged_rows = static_cast<float*>(b.input_staging.data());
+  auto* staged_positions = reinterpret_cast<int32_t*>(staged_rows + b.rows * c.hidden);
   for (int64_t r = 0; r < n_rows; ++r) {
     quant::dequantize_row(w.token_embedding.dtype, w.token_embedding.row(tokens[static_cast<size_t>(r)]),
-                          b.host_rows.data() + r * c.hidden, c.hidden);
+                          staged_rows + r * c.hidden, c.hidden);
   }
-  MOENAV_RETURN_IF_ERROR(context.upload(b.hidden, b.host_rows.data(), n_rows * c.hidden * int64_t{sizeof(float)}));
-  MOENAV_RETURN_IF_ERROR(context.upload(b.positions, b.host_positions.data(), n_rows * int64_t{sizeof(int32_t)}));
+  std::copy(b.host_positions.begin(), b.host_positions.end(), staged_positions);
+  MOENAV_RETURN_IF_ERROR(context.upload_pinned(b.hidden, staged_rows, n_rows * c.hidden * int64_t{sizeof(float)}));
+  MOENAV_RETURN_IF_ERROR(context.upload_pinned(b.positions, staged_positions, n_rows * int64_t{sizeof(int32_t)}));
 
   float* hidden = b.hidden.as<float>();
   float* normed = b.normed.as<float>();
