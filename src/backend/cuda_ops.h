@@ -97,13 +97,18 @@ struct RouterArgs {
 };
 Status router_top_k(Context& context, const RouterArgs& args);
 
-// Causal attention over f32 K/V caches (flash-decoding: the visible keys are split into chunks
+// Writes n floats into a K/V cache of `type`: F32 as they are, F16 saturated to +-65504 and
+// rounded to nearest even, as the CPU's KvCache stores them.
+Status store_kv(Context& context, const float* source, void* cache, int64_t n, DType type);
+
+// Causal attention over f32 or f16 K/V caches (flash-decoding: the visible keys are split into chunks
 // processed in parallel, then merged). Token t is at position first_position + t and sees
 // positions [max(0, its position - window + 1) when window > 0, else 0, its position].
 struct AttentionArgs {
   const float* queries = nullptr;  // [T, H, D]
-  const float* keys = nullptr;     // [P, KVH, D]
-  const float* values = nullptr;   // [P, KVH, D]
+  const void* keys = nullptr;      // [P, KVH, D] of kv_type
+  const void* values = nullptr;    // [P, KVH, D] of kv_type
+  DType kv_type = DType::F32;      // F32 or F16
   const float* sinks = nullptr;    // [H] an extra softmax logit per head (gpt-oss), or nullptr
   float* output = nullptr;         // [T, H, D]
   int64_t n_tokens = 0;

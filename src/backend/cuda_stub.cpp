@@ -77,6 +77,7 @@ Status rms_norm(Context&, const float*, const float*, float*, int64_t, int64_t, 
 Status rope(Context&, const RopeArgs&) { return not_built(); }
 Status silu_mul(Context&, const float*, const float*, float*, int64_t) { return not_built(); }
 Status add(Context&, const float*, const float*, float*, int64_t) { return not_built(); }
+Status store_kv(Context&, const float*, void*, int64_t, DType) { return not_built(); }
 Status router_top_k(Context&, const RouterArgs&) { return not_built(); }
 Status attention(Context&, const AttentionArgs&) { return not_built(); }
 Status gather_rows(Context&, const float*, int64_t, const int32_t*, int64_t, float*) {

@@ -30,15 +30,17 @@ struct DeviceKvCache {
   int64_t n_layers = 0;
   int64_t kv_dim = 0;
   int64_t context_length = 0;
+  DType type = DType::F32;  // F32 or F16 (kv_cache.type)
   int64_t capacity = 0;   // positions held per layer
-  DeviceBuffer keys;      // [n_layers, capacity, kv_dim] f32
+  DeviceBuffer keys;      // [n_layers, capacity, kv_dim] of type
   DeviceBuffer values;
 
-  float* keys_at(int64_t layer, int64_t position) const {
-    return keys.as<float>() + (layer * capacity + position) * kv_dim;
+  int64_t element_bytes() const { return type == DType::F16 ? 2 : 4; }
+  void* keys_at(int64_t layer, int64_t position) const {
+    return keys.as<char>() + (layer * capacity + position) * kv_dim * element_bytes();
   }
-  float* values_at(int64_t layer, int64_t position) const {
-    return values.as<float>() + (layer * capacity + position) * kv_dim;
+  void* values_at(int64_t layer, int64_t position) const {
+    return values.as<char>() + (layer * capacity + position) * kv_dim * element_bytes();
   }
 
   // Room for positions [0, positions): doubling from 256, capped at the context length; the
@@ -48,15 +50,15 @@ struct DeviceKvCache {
     int64_t grown = capacity == 0 ? 256 : capacity;
     while (grown < positions) grown *= 2;
     grown = std::min(grown, context_length);
-    const int64_t bytes = n_layers * grown * kv_dim * int64_t{sizeof(float)};
+    const int64_t bytes = n_layers * grown * kv_dim * element_bytes();
     MOENAV_ASSIGN_OR_RETURN(DeviceBuffer new_keys, context->allocate(bytes, "the KV cache (keys)"));
     MOENAV_ASSIGN_OR_RETURN(DeviceBuffer new_values,
                             context->allocate(bytes, "the KV cache (values)"));
-    const int64_t layer_bytes = capacity * kv_dim * int64_t{sizeof(float)};
+    const int64_t layer_bytes = capacity * kv_dim * element_bytes();
     for (int64_t layer = 0; layer < n_layers && capacity > 0; ++layer) {
-      const int64_t to = layer * grown * kv_dim, from = layer * capacity * kv_dim;
-      MOENAV_RETURN_IF_ERROR(context->copy(new_keys.as<float>() + to, keys.as<float>() + from, layer_bytes));
-      MOENAV_RETURN_IF_ERROR(context->copy(new_values.as<float>() + to, values.as<float>() + from, layer_bytes));
+      const int64_t to = layer * grown * kv_dim * element_bytes(), from = layer * layer_bytes;
+      MOENAV_RETURN_IF_ERROR(context->copy(new_keys.as<char>() + to, keys.as<char>() + from, layer_bytes));
+      MOENAV_RETURN_IF_ERROR(context->copy(new_values.as<char>() + to, values.as<char>() + from, layer_bytes));
     }
     keys = std::move(new_keys);  // cudaFree waits for the queued copies
     values = std::move(new_values);
@@ -276,6 +278,7 @@ Expected<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const Model& model,
   decoder->model_ = &model;
   decoder->pool_ = &pool;
   MOENAV_ASSIGN_OR_RETURN(decoder->context_, cuda::Context::create(0, budget));
+  decoder->kv_type_ = config.kv_cache.type == "f16" ? DType::F16 : DType::F32;
   decoder->context_->set_gemm_precision(config.device.gemm_precision == "bf16" ? cuda::GemmPrecision::Bf16
                                                                               : cuda::GemmPrecision::F32);
   cuda::Context& context = *decoder->context_;
@@ -434,13 +437,14 @@ Status CudaDecoder::attention(int64_t l, std::span<const Segment> segments) {
   int64_t row = 0;
   for (const Segment& segment : segments) {
     DeviceKvCache& cache = **segment.cache;
-    const int64_t bytes = segment.n_tokens * c.kv_dim() * int64_t{sizeof(float)};
-    MOENAV_RETURN_IF_ERROR(context.copy(cache.keys_at(l, segment.first_position), k + row * c.kv_dim(), bytes));
-    MOENAV_RETURN_IF_ERROR(context.copy(cache.values_at(l, segment.first_position), v + row * c.kv_dim(), bytes));
+    const int64_t n = segment.n_tokens * c.kv_dim();
+    MOENAV_RETURN_IF_ERROR(cuda::store_kv(context, k + row * c.kv_dim(), cache.keys_at(l, segment.first_position), n, cache.type));
+    MOENAV_RETURN_IF_ERROR(cuda::store_kv(context, v + row * c.kv_dim(), cache.values_at(l, segment.first_position), n, cache.type));
     cuda::AttentionArgs args;
     args.queries = q + row * c.q_dim();
     args.keys = cache.keys_at(l, 0);
     args.values = cache.values_at(l, 0);
+    args.kv_type = cache.type;
     args.sinks = layer.sinks;
     args.output = b.attention.as<float>() + row * c.q_dim();
     args.n_tokens = segment.n_tokens;
@@ -670,7 +674,7 @@ Status CudaDecoder::forward(std::span<const Segment> segments, std::span<const i
   for (const Segment& segment : segments) {
     if (!*segment.cache) {
       *segment.cache = DeviceKvCachePtr(
-          new DeviceKvCache{&context, c.n_layers, c.kv_dim(), segment.context, 0, {}, {}}, &destroy);
+          new DeviceKvCache{&context, c.n_layers, c.kv_dim(), segment.context, kv_type_, 0, {}, {}}, &destroy);
     }
     MOENAV_RETURN_IF_ERROR((*segment.cache)->reserve(segment.first_position + segment.n_tokens));
     for (int64_t i = 0; i < segment.n_tokens; ++i)

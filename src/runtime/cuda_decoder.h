@@ -16,6 +16,7 @@
 #include <span>
 #include <vector>
 
+#include "core/dtype.h"
 #include "core/thread_pool.h"
 #include "layers/moe/moe_layer.h"
 #include "moenav/engine_config.h"
@@ -81,6 +82,7 @@ class CudaDecoder {
 
   const Model* model_ = nullptr;
   ThreadPool* pool_ = nullptr;
+  DType kv_type_ = DType::F32;  // kv_cache.type
   std::unique_ptr<cuda::Context> context_;  // declared first: destroyed after what it allocated
   std::unique_ptr<Weights> weights_;
   std::unique_ptr<Buffers> buffers_;

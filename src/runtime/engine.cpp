@@ -85,9 +85,6 @@ Expected<std::unique_ptr<Engine>> Engine::create(const std::string& model_path,
     if (model.attention == AttentionKind::Mla) {
       return Status::error("kv_cache.type = f16: MLA attention (DeepSeek) caches f32 latents only");
     }
-    if (config.device.backend == "cuda") {
-      return Status::error("kv_cache.type = f16 is not implemented on the cuda backend (use f32)");
-    }
   }
   engine->pool_ = std::make_unique<ThreadPool>(config.device.threads);
   MOENAV_ASSIGN_OR_RETURN(RoutingPolicy policy, RoutingPolicy::create(config.routing, model,

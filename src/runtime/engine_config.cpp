@@ -216,7 +216,7 @@ std::vector<ConfigOption> make_options() {
       option<double>("routing.allocation.average_k", "--average-k",
                      "Mean experts per token over MoE layers for the allocation (0 = the model's)",
                      MOENAV_FIELD(routing.allocation_average_k), at_least(0)),
-      option<std::string>("kv_cache.type", "--kv-type", "KV cache element type (f16: cpu backend, GQA models)",
+      option<std::string>("kv_cache.type", "--kv-type", "KV cache element type (f16: GQA models)",
                           MOENAV_FIELD(kv_cache.type), one_of({"f32", "f16"})),
       option<int64_t>("kv_cache.context", "--context,-c", "Context length (0 = the model's)",
                       MOENAV_FIELD(kv_cache.context), at_least(0)),

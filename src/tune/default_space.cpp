@@ -104,7 +104,7 @@ Dimension miss_dimension(bool with_auto) {
   return dimension;
 }
 
-// The KV cache element type (cpu backend, GQA attention): f16 halves the cache and what each
+// The KV cache element type (GQA attention): f16 halves the cache and what each
 // decode step reads of it, at a small change of the numbers (so perplexity is measured for it).
 Dimension kv_cache_dimension() {
   return {"KV cache", {choice("kv f32", {{"kv_cache.type", "f32"}}), choice("kv f16", {{"kv_cache.type", "f16"}})}};
@@ -205,7 +205,7 @@ Expected<ConfigSpace> default_space(const std::string& model_path, const Engine&
       space.notes.push_back(cache.message());
     }
   }
-  if (preset == SpacePreset::Default && base.device.backend != "cuda" && model.attention == AttentionKind::Gqa) {
+  if (preset == SpacePreset::Default && model.attention == AttentionKind::Gqa) {
     space.dimensions.push_back(kv_cache_dimension());
   }
   if (std::thread::hardware_concurrency() > 1) space.dimensions.push_back(threads_dimension(preset));

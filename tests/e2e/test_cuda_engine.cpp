@@ -148,18 +148,28 @@ void run_resident(ResidentRun& run) {
 }
 
 // Experts in host memory behind device slots: the same kernels on the same bytes, so logits equal
-// the all-resident run's and greedy output is identical, for each policy and scope.
+// the all-resident run's and greedy output is identical, for each policy and scope, and with
+// prefetching on the copy stream (next-layer gate speculation, routing statistics), which only
+// moves bytes earlier; prefetched experts get used.
 TEST_F(CudaEngineTest, CachedExpertsMatchAllResident) {
   ResidentRun run;
   ASSERT_NO_FATAL_FAILURE(run_resident(run));
   auto& [resident, prompt, expected] = run;
   const std::vector<int32_t> expected_greedy = greedy(*resident, prompt, 24);
-  for (const auto& [policy, scope] : {std::pair<const char*, const char*>{"lru", "layer"}, {"lfu", "global"}}) {
-    SCOPED_TRACE(std::string(policy) + " " + scope);
+  struct Case {
+    const char* policy;
+    const char* scope;
+    const char* size;
+    const char* prefetch;
+  };
+  for (const Case& c : {Case{"lru", "layer", "2", "none"}, Case{"lfu", "global", "2", "none"},
+                        Case{"lru", "layer", "3", "next_layer_gate"}, Case{"lru", "layer", "3", "trace"}}) {
+    SCOPED_TRACE(std::string(c.policy) + " " + c.scope + " " + c.size + " slots, prefetch " + c.prefetch);
     EngineConfig config = cuda_config();
-    config.placement.expert_cache.size = "2";
-    config.placement.expert_cache.policy = policy;
-    config.placement.expert_cache.scope = scope;
+    config.placement.expert_cache.size = c.size;
+    config.placement.expert_cache.policy = c.policy;
+    config.placement.expert_cache.scope = c.scope;
+    config.prefetch.policy = c.prefetch;
     auto cached = open_engine(tiny_mixtral(), config);
     ASSERT_TRUE(cached);
     auto session = cached->new_session();
@@ -171,32 +181,10 @@ TEST_F(CudaEngineTest, CachedExpertsMatchAllResident) {
     EXPECT_GT(counters.tier(Tier::Device).misses, 0);
     EXPECT_GT(counters.host_to_device_bytes, 0);
     EXPECT_LT(cached->gpu_peak_bytes(), resident->gpu_peak_bytes());
-  }
-}
-
-// Prefetching on the copy stream (next-layer gate speculation, routing statistics) only moves
-// bytes earlier: logits and greedy output stay the all-resident run's, and prefetched experts
-// get used.
-TEST_F(CudaEngineTest, PrefetchedExpertsMatchAllResident) {
-  ResidentRun run;
-  ASSERT_NO_FATAL_FAILURE(run_resident(run));
-  auto& [resident, prompt, expected] = run;
-  const std::vector<int32_t> expected_greedy = greedy(*resident, prompt, 24);
-  for (const char* prefetch : {"next_layer_gate", "trace"}) {
-    SCOPED_TRACE(prefetch);
-    EngineConfig config = cuda_config();
-    config.placement.expert_cache.size = "3";
-    config.prefetch.policy = prefetch;
-    auto cached = open_engine(tiny_mixtral(), config);
-    ASSERT_TRUE(cached);
-    auto session = cached->new_session();
-    auto logits = cached->evaluate(*session, prompt, true);
-    ASSERT_TRUE(logits.ok()) << logits.error();
-    EXPECT_LE(max_difference(*logits, expected), 1e-6);
-    EXPECT_EQ(greedy(*cached, prompt, 24), expected_greedy);
-    const ExpertCounters counters = cached->expert_counters();
-    EXPECT_GT(counters.prefetch_issued, 0);
-    EXPECT_GT(counters.prefetch_used, 0);
+    if (std::string(c.prefetch) != "none") {
+      EXPECT_GT(counters.prefetch_issued, 0);
+      EXPECT_GT(counters.prefetch_used, 0);
+    }
   }
 }
 
@@ -220,6 +208,39 @@ TEST_F(CudaEngineTest, DeviceRoutingMatchesHostRouting) {
     EXPECT_LE(max_difference(*device_logits, *host_logits), 1e-4) << "token " << i;
   }
   EXPECT_EQ(observed, static_cast<int64_t>(prompt.size()) * 6);  // every MoE layer of each step
+}
+
+// kv_cache.type f16 on the device rounds keys and values as the CPU's cache does. The rounding
+// moves the logits (0.015 max abs here); where the two backends' f32 keys differ in the last bits
+// (their f32 logits agree to 2e-5) a value can round to the neighbouring half, so they agree on
+// that move to a fraction of it (12 % measured), prefill and decode, in less device memory.
+TEST_F(CudaEngineTest, HalfKvCacheMatchesTheCpuBackend) {
+  ResidentRun run;
+  ASSERT_NO_FATAL_FAILURE(run_resident(run));
+  auto& [resident, prompt, expected] = run;
+  EngineConfig config = cuda_config();
+  config.kv_cache.type = "f16";
+  EngineConfig cpu_config = config;
+  cpu_config.device.backend = "cpu";
+  auto gpu = open_engine(tiny_mixtral(), config);
+  auto cpu = open_engine(tiny_mixtral(), cpu_config);
+  ASSERT_TRUE(gpu && cpu);
+  auto a = gpu->new_session();
+  auto b = cpu->new_session();
+  auto gpu_logits = gpu->evaluate(*a, prompt, true);
+  auto cpu_logits = cpu->evaluate(*b, prompt, true);
+  ASSERT_TRUE(gpu_logits.ok() && cpu_logits.ok());
+  const double rounding = max_difference(*gpu_logits, expected);
+  EXPECT_GT(rounding, 0.0);
+  EXPECT_LE(max_difference(*gpu_logits, *cpu_logits), 0.25 * rounding);
+  for (size_t i = 0; i < 8; ++i) {
+    const std::span<const int32_t> token(&prompt[i], 1);
+    auto next_gpu = gpu->evaluate(*a, token);
+    auto next_cpu = cpu->evaluate(*b, token);
+    ASSERT_TRUE(next_gpu.ok() && next_cpu.ok());
+    EXPECT_LE(max_difference(*next_gpu, *next_cpu), 0.25 * rounding) << "decode step " << i;
+  }
+  EXPECT_LT(gpu->gpu_peak_bytes(), resident->gpu_peak_bytes());
 }
 
 // device.gemm_precision bf16 rounds prefill GEMM operands to bf16 (tensor cores): the prefill

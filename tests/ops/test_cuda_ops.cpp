@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -253,6 +254,28 @@ TEST_F(CudaTest, SiluMulAndAddMatchCpu) {
   expect_close(download<float>(g, n), expected_sum, 1e-6f, "add in place");
 }
 
+// An f16 K/V store gives the CPU KvCache's bits: saturated to +-65504, rounded to nearest even
+// (normal, subnormal and out-of-range values); an f32 store is a copy.
+TEST_F(CudaTest, KvStoresMatchTheCpuCache) {
+  std::vector<float> values = random_floats(4000, 9, 30.0f);
+  for (float extreme : {70000.0f, -1e9f, 65519.0f, 3e-6f, -6e-8f, 1e-9f, 0.0f}) values.push_back(extreme);
+  KvCache cache(1, KvCache::Gqa{1, static_cast<int64_t>(values.size()), DType::F16}, 1);
+  cache.reserve(1);
+  cache.store_value(0, 0, values.data());
+  std::vector<uint16_t> expected(values.size());
+  std::memcpy(expected.data(), cache.head_values(0, 0), expected.size() * 2);
+  cuda::DeviceBuffer source = upload(values);
+  auto halves = context_->allocate(static_cast<int64_t>(values.size() * 2), "f16 cache");
+  auto floats = context_->allocate(static_cast<int64_t>(values.size() * 4), "f32 cache");
+  ASSERT_TRUE(halves.ok() && floats.ok());
+  const auto n = static_cast<int64_t>(values.size());
+  ASSERT_TRUE(cuda::store_kv(*context_, source.as<float>(), halves->data(), n, DType::F16).ok());
+  ASSERT_TRUE(cuda::store_kv(*context_, source.as<float>(), floats->data(), n, DType::F32).ok());
+  EXPECT_EQ(download<uint16_t>(*halves, values.size()), expected);
+  EXPECT_EQ(download<float>(*floats, values.size()), values);
+  EXPECT_FALSE(cuda::store_kv(*context_, source.as<float>(), floats->data(), n, DType::BF16).ok());
+}
+
 TEST_F(CudaTest, GatherAndWeightedScatterMoveTheRightRows) {
   const int64_t rows = 6, cols = 40;
   const std::vector<float> source = random_floats(static_cast<size_t>(rows * cols), 8);
@@ -337,6 +360,7 @@ struct AttentionCase {
   const char* name;
   int64_t tokens, first_position, heads, kv_heads, head_dim, window;
   bool sinks;
+  DType kv_type = DType::F32;
 };
 
 void PrintTo(const AttentionCase& c, std::ostream* out) { *out << c.name; }
@@ -353,7 +377,7 @@ TEST_P(CudaAttention, MatchesCpuReference) {
   const std::vector<float> sinks = random_floats(static_cast<size_t>(c.heads), 24);
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
 
-  KvCache cache(1, KvCache::Gqa{c.kv_heads, D}, positions);  // the CPU reference's key layout
+  KvCache cache(1, KvCache::Gqa{c.kv_heads, D, c.kv_type}, positions);  // the CPU reference's layout
   cache.reserve(positions);
   for (int64_t j = 0; j < positions; ++j) {
     cache.store_key(0, j, keys.data() + j * c.kv_heads * D);
@@ -383,13 +407,21 @@ TEST_P(CudaAttention, MatchesCpuReference) {
     cpu::attention_head_reference(args);
   }
 
-  cuda::DeviceBuffer q = upload(queries), k = upload(keys), v = upload(values), s = upload(sinks);
+  // An f16 cache holds the values rounded as the CPU's KvCache rounds them.
+  auto stored = [&](const std::vector<float>& x) {
+    if (c.kv_type == DType::F32) return upload(x);
+    std::vector<uint16_t> halves(x.size());
+    for (size_t i = 0; i < x.size(); ++i) halves[i] = quant::fp32_to_fp16(x[i]);
+    return upload(halves);
+  };
+  cuda::DeviceBuffer q = upload(queries), k = stored(keys), v = stored(values), s = upload(sinks);
   auto out = context_->allocate(static_cast<int64_t>(queries.size() * 4), "attention output");
   ASSERT_TRUE(out.ok());
   cuda::AttentionArgs args;
   args.queries = q.as<float>();
-  args.keys = k.as<float>();
-  args.values = v.as<float>();
+  args.keys = k.data();
+  args.values = v.data();
+  args.kv_type = c.kv_type;
   args.sinks = c.sinks ? s.as<float>() : nullptr;
   args.output = out->as<float>();
   args.n_tokens = c.tokens;
@@ -410,7 +442,9 @@ INSTANTIATE_TEST_SUITE_P(
                       AttentionCase{"prefill 40 mha d128", 40, 0, 4, 4, 128, 0, false},
                       AttentionCase{"chunk 9 at 300 gqa 4/1 d80", 9, 300, 4, 1, 80, 0, false},
                       AttentionCase{"sliding window 16 with sinks d64", 24, 500, 8, 2, 64, 16, true},
-                      AttentionCase{"tiny-mixtral shape d32", 5, 10, 8, 4, 32, 0, false}));
+                      AttentionCase{"tiny-mixtral shape d32", 5, 10, 8, 4, 32, 0, false},
+                      AttentionCase{"f16 cache, decode at 700 gqa 8/2 d64", 1, 700, 8, 2, 64, 0, false, DType::F16},
+                      AttentionCase{"f16 cache, window 16 with sinks", 24, 500, 8, 2, 64, 16, true, DType::F16}));
 
 TEST(CudaAttentionArguments, RejectsHeadDimAboveTheKernelLimit) {
   if (!cuda::available().ok()) GTEST_SKIP() << "skipped, no usable CUDA device: " << cuda::available().message();

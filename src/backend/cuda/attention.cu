@@ -1,4 +1,4 @@
-// Causal attention over the f32 KV cache, flash-decoding style: the visible keys of each
+// Causal attention over the f32 or f16 KV cache, flash-decoding style: the visible keys of each
 // (token, head) are cut into splits of kSplitKeys positions, one warp per (token, head, split)
 // runs an online softmax over its keys (lane i holds dimensions i, i + 32, ...), and a second
 // kernel merges the splits' (max, sum, weighted values), adding the sink logit when there is
@@ -17,6 +17,10 @@ constexpr int kWarpsPerBlock = 4;
 
 // The partial result of split item i is partials[i * (D + 2) ...]: max, sum, acc[D].
 
+__device__ inline float kv_float(float x) { return x; }
+__device__ inline float kv_float(__half x) { return __half2float(x); }
+
+template <typename KV>
 __global__ void attention_split_kernel(AttentionArgs args, int64_t n_splits, float* partials) {
   const int lane = threadIdx.x % 32;
   const int64_t item = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
@@ -42,13 +46,13 @@ __global__ void attention_split_kernel(AttentionArgs args, int64_t n_splits, flo
   float running_max = -INFINITY, sum = 0.0f;
   const int64_t kv_stride = args.n_kv_heads * D;
   for (int64_t j = begin; j < end; ++j) {
-    const float* key = args.keys + j * kv_stride + kv_head * D;
-    const float* value = args.values + j * kv_stride + kv_head * D;
+    const KV* key = static_cast<const KV*>(args.keys) + j * kv_stride + kv_head * D;
+    const KV* value = static_cast<const KV*>(args.values) + j * kv_stride + kv_head * D;
     float dot = 0.0f;
 #pragma unroll
     for (int i = 0; i < kMaxPerLane; ++i) {
       const int64_t d = lane + 32 * i;
-      if (d < D) dot += q[i] * key[d];
+      if (d < D) dot += q[i] * kv_float(key[d]);
     }
     const float logit = warp_sum(dot) * args.scale;
     const float new_max = fmaxf(running_max, logit);
@@ -58,7 +62,7 @@ __global__ void attention_split_kernel(AttentionArgs args, int64_t n_splits, flo
 #pragma unroll
     for (int i = 0; i < kMaxPerLane; ++i) {
       const int64_t d = lane + 32 * i;
-      acc[i] = acc[i] * correction + (d < D ? p * value[d] : 0.0f);
+      acc[i] = acc[i] * correction + (d < D ? p * kv_float(value[d]) : 0.0f);
     }
     running_max = new_max;
   }
@@ -114,6 +118,9 @@ Status attention(Context& context, const AttentionArgs& args) {
     return Status::errorf("CUDA attention: {} query heads do not share {} KV heads evenly",
                           args.n_heads, args.n_kv_heads);
   }
+  if (args.kv_type != DType::F32 && args.kv_type != DType::F16) {
+    return Status::errorf("CUDA attention: a {} KV cache (supported: f32, f16)", dtype_name(args.kv_type));
+  }
   if (args.n_tokens <= 0) return ok_status();
   const int64_t n_splits = ceil_div(args.first_position + args.n_tokens, kSplitKeys);
   const int64_t items = args.n_tokens * args.n_heads * n_splits;
@@ -122,7 +129,9 @@ Status attention(Context& context, const AttentionArgs& args) {
   auto* partials = static_cast<float*>(area);
   cudaStream_t stream = context.impl().stream;
   const dim3 block(32 * kWarpsPerBlock);
-  MOENAV_RETURN_IF_ERROR(launch("attention", attention_split_kernel,
+  MOENAV_RETURN_IF_ERROR(launch("attention",
+                                args.kv_type == DType::F16 ? attention_split_kernel<__half>
+                                                           : attention_split_kernel<float>,
                                 static_cast<unsigned>(ceil_div(items, kWarpsPerBlock)), block,
                                 stream, args, n_splits, partials));
   const int64_t pairs = args.n_tokens * args.n_heads;

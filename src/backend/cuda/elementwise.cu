@@ -1,5 +1,5 @@
-// The small ops of the CUDA backend: RMSNorm, RoPE, SiLU-mul, residual add, and the row gather
-// and weighted scatter of mixture-of-experts dispatch. Each mirrors its CPU reference
+// The small ops of the CUDA backend: RMSNorm, RoPE, SiLU-mul, residual add, K/V cache stores,
+// and the row gather and weighted scatter of mixture-of-experts dispatch. Each mirrors its CPU reference
 // (layers/norm.cpp, layers/rope.cpp, layers/ffn.cpp) operation for operation in f32.
 #include "backend/cuda/cuda_internal.h"
 #include "backend/cuda_ops.h"
@@ -59,6 +59,14 @@ __global__ void silu_mul_kernel(const float* gate, const float* up, float* outpu
   }
 }
 
+__global__ void store_f16_kernel(const float* source, __half* cache, int64_t n) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  constexpr float kHalfMax = 65504.0f;  // beyond it a key would become inf, and a row NaN
+  const float x = source[i];
+  cache[i] = __float2half_rn(x < -kHalfMax ? -kHalfMax : (x > kHalfMax ? kHalfMax : x));
+}
+
 __global__ void add_kernel(const float* a, const float* b, float* output, int64_t n) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) output[i] = a[i] + b[i];
@@ -101,6 +109,16 @@ Status silu_mul(Context& context, const float* gate, const float* up, float* out
   if (n <= 0) return ok_status();
   return launch("silu_mul", silu_mul_kernel, blocks_for(n), kThreads, context.impl().stream, gate,
                 up, output, n);
+}
+
+Status store_kv(Context& context, const float* source, void* cache, int64_t n, DType type) {
+  if (n <= 0) return ok_status();
+  if (type == DType::F32) return context.copy(cache, source, n * int64_t{sizeof(float)});
+  if (type != DType::F16) {
+    return Status::errorf("CUDA store_kv: a {} KV cache (supported: f32, f16)", dtype_name(type));
+  }
+  return launch("store_kv", store_f16_kernel, blocks_for(n), kThreads, context.impl().stream, source,
+                static_cast<__half*>(cache), n);
 }
 
 Status add(Context& context, const float* a, const float* b, float* output, int64_t n) {

@@ -1,4 +1,4 @@
-// The CUDA emulator's half type: bit-exact IEEE binary16 conversions (round to nearest even).
+// The CUDA emulator's half type, converted by the compiler's _Float16.
 #pragma once
 
 #include <cstdint>
@@ -13,23 +13,16 @@ struct __half {
 inline __half __ushort_as_half(unsigned short bits) { return __half{bits}; }
 inline unsigned short __half_as_ushort(__half h) { return h.bits; }
 
+// The compiler's IEEE binary16 (_Float16): conversions round to nearest even.
+inline __half __float2half_rn(float value) {
+  const _Float16 half = static_cast<_Float16>(value);
+  uint16_t bits;
+  std::memcpy(&bits, &half, sizeof(bits));
+  return __half{bits};
+}
+
 inline float __half2float(__half h) {
-  const uint32_t sign = static_cast<uint32_t>(h.bits & 0x8000u) << 16;
-  uint32_t exponent = (h.bits >> 10) & 0x1Fu;
-  uint32_t mantissa = h.bits & 0x3FFu;
-  uint32_t bits;
-  if (exponent == 0x1F) {
-    bits = sign | 0x7F800000u | (mantissa << 13);  // inf or nan
-  } else if (exponent != 0) {
-    bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
-  } else if (mantissa == 0) {
-    bits = sign;
-  } else {  // subnormal: normalize
-    exponent = 113;
-    while ((mantissa & 0x400u) == 0) mantissa <<= 1, --exponent;
-    bits = sign | (exponent << 23) | ((mantissa & 0x3FFu) << 13);
-  }
-  float value;
-  std::memcpy(&value, &bits, sizeof(value));
-  return value;
+  _Float16 half;
+  std::memcpy(&half, &h.bits, sizeof(half));
+  return static_cast<float>(half);
 }
