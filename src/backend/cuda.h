@@ -139,6 +139,10 @@ class Context {
   // Copy only by events.
   Status upload_pinned(const DeviceBuffer& to, const void* from, int64_t bytes, int64_t offset = 0,
                        Stream stream = Stream::Compute);
+  // A download into memory from allocate_pinned or pin_host, queued on the compute stream without
+  // blocking the host: `to` holds the data once the stream has run it (a later synchronize or
+  // download).
+  Status download_pinned(void* to, const DeviceBuffer& from, int64_t bytes, int64_t offset = 0);
   Expected<PinnedBuffer> allocate_pinned(int64_t bytes);
   Expected<Event> create_event();
   Status record(Event& event, Stream stream);

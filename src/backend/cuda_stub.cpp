@@ -50,6 +50,7 @@ PinnedBuffer& PinnedBuffer::operator=(PinnedBuffer&& other) noexcept {
 }
 PinnedBuffer::~PinnedBuffer() = default;
 Expected<PinnedBuffer> Context::allocate_pinned(int64_t) { return not_built(); }
+Status Context::download_pinned(void*, const DeviceBuffer&, int64_t, int64_t) { return not_built(); }
 Event::Event(Event&& other) noexcept { std::swap(handle_, other.handle_); }
 Event& Event::operator=(Event&& other) noexcept {
   std::swap(handle_, other.handle_);

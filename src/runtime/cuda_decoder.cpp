@@ -131,6 +131,7 @@ struct CudaDecoder::Buffers {
       gate, up, expert_output, positions, routes, route_weights, logits;
   // Device routing: the [rows, k] selection and weights, and the row of each pair (i / k).
   DeviceBuffer selected, selected_weights, pair_rows;
+  cuda::PinnedBuffer routed_staging;  // the selections copied back for the observer
   // The step's input: [rows, hidden] embeddings, then [rows] positions, uploaded without a stream
   // wait. A step reuses it after the previous step's logit download, which waits for the stream.
   cuda::PinnedBuffer input_staging;
@@ -376,6 +377,8 @@ Status CudaDecoder::ensure_capacity(int64_t n_rows, int64_t max_k) {
   MOENAV_ASSIGN_OR_RETURN(b.route_staging, context_->allocate_pinned(2 * rows * k * int64_t{sizeof(float)}));
   MOENAV_ASSIGN_OR_RETURN(b.input_staging,
                           context_->allocate_pinned(rows * (c.hidden + 1) * int64_t{sizeof(float)}));
+  MOENAV_ASSIGN_OR_RETURN(b.routed_staging,
+                          context_->allocate_pinned(2 * c.n_layers * rows * k * int64_t{sizeof(float)}));
   MOENAV_RETURN_IF_ERROR(floats(b.selected, rows * k, "selected experts"));
   MOENAV_RETURN_IF_ERROR(floats(b.selected_weights, rows * k, "selected expert weights"));
   MOENAV_RETURN_IF_ERROR(floats(b.pair_rows, rows * k, "pair rows"));
@@ -460,18 +463,43 @@ Status CudaDecoder::attention(int64_t l, std::span<const Segment> segments) {
   return cuda::matmul(context, layer.o, b.attention.as<float>(), n_rows, b.block_output.as<float>());
 }
 
-bool CudaDecoder::routes_on_device(int64_t l, int64_t n_rows, const RoutingPolicy& policy,
-                                   const RoutingObserver& observer) const {
+bool CudaDecoder::routes_on_device(int64_t n_rows, const RoutingPolicy& policy) const {
   const ModelConfig& c = model_->config;
-  const DeviceLayer& layer = weights_->layers[static_cast<size_t>(l)];
-  const int64_t k = policy.k_for_layer(l);
-  return n_rows <= kDeviceRoutingRows && !observer && weights_->experts == nullptr &&
-         layer.gate_table != nullptr && policy.allowed(l) == nullptr && !policy.adjusts_selection() &&
-         c.n_expert_groups <= 1 && model_->weights.layers[static_cast<size_t>(l)].router_bias.empty() &&
-         c.n_experts <= 256 && k >= 1 && k <= 16 && k <= c.n_experts;
+  if (n_rows > kDeviceRoutingRows || weights_->experts != nullptr || policy.adjusts_selection() ||
+      c.n_expert_groups > 1 || c.n_experts > 256) {
+    return false;
+  }
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    if (!c.is_moe_layer(l)) continue;
+    const int64_t k = policy.k_for_layer(l);
+    if (weights_->layers[static_cast<size_t>(l)].gate_table == nullptr || policy.allowed(l) != nullptr ||
+        !model_->weights.layers[static_cast<size_t>(l)].router_bias.empty() || k < 1 || k > 16 ||
+        k > c.n_experts) {
+      return false;
+    }
+  }
+  return true;
 }
 
-Status CudaDecoder::moe_on_device(int64_t l, int64_t n_rows, int64_t k) {
+void CudaDecoder::observe_device_routes(int64_t n_rows, const RoutingPolicy& policy,
+                                        const RoutingObserver& observer) const {
+  const ModelConfig& c = model_->config;
+  const Buffers& b = *buffers_;
+  const auto* experts = static_cast<const int32_t*>(b.routed_staging.data());
+  const auto* weights = reinterpret_cast<const float*>(experts + c.n_layers * b.rows * b.k);
+  Routing routing;
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    if (!c.is_moe_layer(l)) continue;
+    const int64_t k = policy.k_for_layer(l), first = l * b.rows * b.k, n = n_rows * k;
+    routing.n_tokens = n_rows;
+    routing.k = k;
+    routing.experts.assign(experts + first, experts + first + n);
+    routing.weights.assign(weights + first, weights + first + n);
+    observer(l, routing);
+  }
+}
+
+Status CudaDecoder::moe_on_device(int64_t l, int64_t n_rows, int64_t k, bool observe) {
   const ModelConfig& c = model_->config;
   const DeviceLayer& layer = weights_->layers[static_cast<size_t>(l)];
   Buffers& b = *buffers_;
@@ -492,6 +520,13 @@ Status CudaDecoder::moe_on_device(int64_t l, int64_t n_rows, int64_t k) {
   args.experts = b.selected.as<int32_t>();
   args.weights = b.selected_weights.as<float>();
   MOENAV_RETURN_IF_ERROR(cuda::router_top_k(context, args));
+  if (observe) {  // [n_layers, rows * k] experts, then weights; read after the step's last wait
+    const int64_t at = l * b.rows * b.k, all = c.n_layers * b.rows * b.k;
+    auto* experts = static_cast<int32_t*>(b.routed_staging.data());
+    MOENAV_RETURN_IF_ERROR(context.download_pinned(experts + at, b.selected, n_rows * k * int64_t{sizeof(int32_t)}));
+    MOENAV_RETURN_IF_ERROR(context.download_pinned(reinterpret_cast<float*>(experts + all) + at, b.selected_weights,
+                                                   n_rows * k * int64_t{sizeof(float)}));
+  }
   float* output = b.block_output.as<float>();
   MOENAV_RETURN_IF_ERROR(context.zero(output, n_rows * c.hidden * int64_t{sizeof(float)}));
   const DeviceFfn& shape = layer.experts.front();
@@ -517,8 +552,8 @@ Status CudaDecoder::moe_on_device(int64_t l, int64_t n_rows, int64_t k) {
 }
 
 Status CudaDecoder::moe(int64_t l, int64_t n_rows, const RoutingPolicy& policy,
-                        const RoutingObserver& observer) {
-  if (routes_on_device(l, n_rows, policy, observer)) return moe_on_device(l, n_rows, policy.k_for_layer(l));
+                        const RoutingObserver& observer, bool on_device) {
+  if (on_device) return moe_on_device(l, n_rows, policy.k_for_layer(l), static_cast<bool>(observer));
   const ModelConfig& c = model_->config;
   const LayerWeights& host_layer = model_->weights.layers[static_cast<size_t>(l)];
   const DeviceLayer& layer = weights_->layers[static_cast<size_t>(l)];
@@ -695,6 +730,7 @@ Status CudaDecoder::forward(std::span<const Segment> segments, std::span<const i
   float* normed = b.normed.as<float>();
   float* block_output = b.block_output.as<float>();
   const int64_t width = n_rows * c.hidden;
+  const bool on_device = routes_on_device(n_rows, policy);
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const DeviceLayer& layer = weights_->layers[static_cast<size_t>(l)];
     MOENAV_RETURN_IF_ERROR(cuda::rms_norm(context, hidden, layer.attn_norm, normed, n_rows, c.hidden, c.norm_eps));
@@ -702,7 +738,7 @@ Status CudaDecoder::forward(std::span<const Segment> segments, std::span<const i
     MOENAV_RETURN_IF_ERROR(cuda::add(context, hidden, block_output, hidden, width));
     MOENAV_RETURN_IF_ERROR(cuda::rms_norm(context, hidden, layer.ffn_norm, normed, n_rows, c.hidden, c.norm_eps));
     if (c.is_moe_layer(l)) {
-      MOENAV_RETURN_IF_ERROR(moe(l, n_rows, policy, observer));
+      MOENAV_RETURN_IF_ERROR(moe(l, n_rows, policy, observer, on_device));
     } else {
       MOENAV_RETURN_IF_ERROR(run_ffn(context, layer.dense, normed, n_rows, b.gate.as<float>(),
                                      b.up.as<float>(), block_output));
@@ -722,6 +758,8 @@ Status CudaDecoder::forward(std::span<const Segment> segments, std::span<const i
                                             n_out * c.vocab * int64_t{sizeof(float)}));
     row += segment.n_tokens;
   }
+  // The downloads above waited for the stream: the selections copied back have arrived.
+  if (on_device && observer) observe_device_routes(n_rows, policy, observer);
   return ok_status();
 }
 

@@ -2,9 +2,10 @@
 // Engine::forward, each one a kernel of backend/cuda_ops.h. Routing is chosen on the host from
 // the router logits (select_experts, then the RoutingPolicy), as on the CPU, so both backends
 // route identically and the routing observer sees every layer. Decode steps (up to
-// kDeviceRoutingRows rows) of resident experts with no observer and a plain routing policy select
-// on the device instead (router_top_k, then matmul_selected by the chosen experts' table entries),
-// which saves each MoE layer a round trip to the host.
+// kDeviceRoutingRows rows) of resident experts under a plain routing policy select on the device
+// instead (router_top_k, then matmul_selected by the chosen experts' table entries), which saves
+// each MoE layer a round trip to the host; the selections are then copied back without waiting
+// and given to the observer, layer by layer, once the step's logits are in.
 //
 // Not yet here (refused with a message at creation): multi-head latent attention, projection and
 // expert biases, the clamped SwiGLU of gpt-oss, gated shared experts. Experts that do not fit
@@ -73,12 +74,13 @@ class CudaDecoder {
   Status ensure_capacity(int64_t n_rows, int64_t max_k);
   Status attention(int64_t layer, std::span<const Segment> segments);
   Status moe(int64_t layer, int64_t n_rows, const RoutingPolicy& policy,
-             const RoutingObserver& observer);
-  // Decode steps of resident experts under a plain routing policy: experts selected and run on
-  // the device, without bringing the router logits to the host.
-  bool routes_on_device(int64_t layer, int64_t n_rows, const RoutingPolicy& policy,
-                        const RoutingObserver& observer) const;
-  Status moe_on_device(int64_t layer, int64_t n_rows, int64_t k);
+             const RoutingObserver& observer, bool on_device);
+  // Whether this step's MoE layers all select and run their experts on the device.
+  bool routes_on_device(int64_t n_rows, const RoutingPolicy& policy) const;
+  // observe: copy the selection back for the observer (observe_device_routes after the step).
+  Status moe_on_device(int64_t layer, int64_t n_rows, int64_t k, bool observe);
+  void observe_device_routes(int64_t n_rows, const RoutingPolicy& policy,
+                             const RoutingObserver& observer) const;
 
   const Model* model_ = nullptr;
   ThreadPool* pool_ = nullptr;

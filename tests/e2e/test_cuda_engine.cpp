@@ -6,6 +6,7 @@
 #include "backend/cuda.h"
 #include "backend/nvml.h"
 #include "golden.h"
+#include "layers/moe/router.h"
 
 namespace moenav::testing {
 namespace {
@@ -188,26 +189,54 @@ TEST_F(CudaEngineTest, CachedExpertsMatchAllResident) {
   }
 }
 
-// Decode steps of resident experts select and run them on the device; with a routing observer
-// attached (it needs the routing on the host) the same steps route on the host. Both choose the
-// same experts, with weights from the device's and the host's expf: the logits agree closely.
+// Decode steps of resident experts select and run them on the device; a prefill of more rows
+// selects on the host. A routing observer sees every MoE layer either way (the device's
+// selections after the step): the same experts, with weights from the device's and the host's
+// expf, and the decode steps' logits agree with the prefill's rows.
 TEST_F(CudaEngineTest, DeviceRoutingMatchesHostRouting) {
-  auto on_device = open_engine(tiny_mixtral(), cuda_config());
-  auto on_host = open_engine(tiny_mixtral(), cuda_config());
-  ASSERT_TRUE(on_device && on_host);
-  int64_t observed = 0;
-  on_host->set_routing_observer([&](int64_t, const Routing&) { ++observed; });
-  const std::vector<int32_t> prompt = some_tokens(12, on_device->vocab_size());
-  auto a = on_device->new_session();
-  auto b = on_host->new_session();
+  auto stepped = open_engine(tiny_mixtral(), cuda_config());
+  auto prefilled = open_engine(tiny_mixtral(), cuda_config());
+  ASSERT_TRUE(stepped && prefilled);
+  std::vector<std::vector<Routing>> device_routes, host_routes;  // [layer][call]
+  auto record = [](std::vector<std::vector<Routing>>& into) {
+    return [&into](int64_t layer, const Routing& routing) {
+      if (into.size() <= static_cast<size_t>(layer)) into.resize(static_cast<size_t>(layer) + 1);
+      into[static_cast<size_t>(layer)].push_back(routing);
+    };
+  };
+  stepped->set_routing_observer(record(device_routes));
+  prefilled->set_routing_observer(record(host_routes));
+  const std::vector<int32_t> prompt = some_tokens(12, stepped->vocab_size());
+  auto whole = prefilled->new_session();
+  auto all_rows = prefilled->evaluate(*whole, prompt, true);
+  ASSERT_TRUE(all_rows.ok());
+  auto session = stepped->new_session();
+  const auto vocab = static_cast<size_t>(stepped->vocab_size());
   for (size_t i = 0; i < prompt.size(); ++i) {
-    const std::span<const int32_t> token(&prompt[i], 1);
-    auto device_logits = on_device->evaluate(*a, token);
-    auto host_logits = on_host->evaluate(*b, token);
-    ASSERT_TRUE(device_logits.ok() && host_logits.ok());
-    EXPECT_LE(max_difference(*device_logits, *host_logits), 1e-4) << "token " << i;
+    auto logits = stepped->evaluate(*session, std::span<const int32_t>(&prompt[i], 1));
+    ASSERT_TRUE(logits.ok());
+    const std::vector<float> row(all_rows->begin() + i * vocab, all_rows->begin() + (i + 1) * vocab);
+    EXPECT_LE(max_difference(*logits, row), 1e-4) << "token " << i;
   }
-  EXPECT_EQ(observed, static_cast<int64_t>(prompt.size()) * 6);  // every MoE layer of each step
+  ASSERT_EQ(device_routes.size(), host_routes.size());
+  int64_t compared = 0;
+  for (size_t layer = 0; layer < host_routes.size(); ++layer) {
+    if (host_routes[layer].empty()) continue;
+    ASSERT_EQ(host_routes[layer].size(), 1u);  // one prefill call of 12 rows
+    ASSERT_EQ(device_routes[layer].size(), prompt.size());  // one call per decode step
+    const Routing& host = host_routes[layer][0];
+    for (size_t t = 0; t < prompt.size(); ++t) {
+      const Routing& device = device_routes[layer][t];
+      ASSERT_EQ(device.n_tokens, 1);
+      ASSERT_EQ(device.k, host.k);
+      for (int64_t slot = 0; slot < host.k; ++slot) {
+        EXPECT_EQ(device.expert(0, slot), host.expert(static_cast<int64_t>(t), slot)) << layer << " " << t;
+        EXPECT_NEAR(device.weight(0, slot), host.weight(static_cast<int64_t>(t), slot), 1e-5);
+        ++compared;
+      }
+    }
+  }
+  EXPECT_EQ(compared, 6 * 12 * 2);  // 6 MoE layers, 12 tokens, 2 experts each
 }
 
 // kv_cache.type f16 on the device rounds keys and values as the CPU's cache does. The rounding

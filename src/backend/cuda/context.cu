@@ -242,6 +242,13 @@ Status Context::download(void* to, const DeviceBuffer& from, int64_t bytes, int6
   return cuda_status(cudaStreamSynchronize(impl_->stream), "download");
 }
 
+Status Context::download_pinned(void* to, const DeviceBuffer& from, int64_t bytes, int64_t offset) {
+  MOENAV_RETURN_IF_ERROR(check_range(from, bytes, offset, "download"));
+  return cuda_status(cudaMemcpyAsync(to, static_cast<const char*>(from.data()) + offset,
+                                     static_cast<size_t>(bytes), cudaMemcpyDeviceToHost, impl_->stream),
+                     "pinned download");
+}
+
 Status Context::copy(void* to, const void* from, int64_t bytes) {
   if (bytes <= 0) return ok_status();
   return cuda_status(cudaMemcpyAsync(to, from, static_cast<size_t>(bytes),
