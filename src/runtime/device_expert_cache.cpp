@@ -34,6 +34,12 @@ bool is_count(std::string_view text) {
   return !text.empty() && std::all_of(text.begin(), text.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
 }
 
+Expected<DType> lowbit_type(const EngineConfig& config) {
+  const auto type = dtype_from_name(config.miss.lowbit_type);
+  if (!type) return Status::errorf("miss.lowbit_type '{}' is not a type name", config.miss.lowbit_type);
+  return *type;
+}
+
 }  // namespace
 
 Expected<DeviceSlotPlan> plan_device_slots(std::string_view cache_size,
@@ -95,9 +101,8 @@ int64_t device_slot_bytes(const Model& model) {
 
 Expected<int64_t> device_lowbit_bytes(const Model& model, const EngineConfig& config) {
   if (config.miss.policy != "lowbit") return int64_t{0};
-  const auto type = dtype_from_name(config.miss.lowbit_type);
-  if (!type) return Status::errorf("miss.lowbit_type '{}' is not a type name", config.miss.lowbit_type);
-  auto lowbit = LowBitExperts::planned_bytes(model, *type);
+  MOENAV_ASSIGN_OR_RETURN(const DType type, lowbit_type(config));
+  auto lowbit = LowBitExperts::planned_bytes(model, type);
   if (!lowbit.ok()) return lowbit.status();
   // Each projection starts 256-byte aligned on the device.
   int64_t projections = 0;
@@ -197,9 +202,8 @@ Expected<std::unique_ptr<DeviceExpertCache>> DeviceExpertCache::create(cuda::Con
   }
   if (cache->auto_split_) MOENAV_RETURN_IF_ERROR(cache->measure_rates(pool));
   if (miss == MissPolicy::LowBit) {
-    const auto type = dtype_from_name(config.miss.lowbit_type);
-    if (!type) return Status::errorf("miss.lowbit_type '{}' is not a type name", config.miss.lowbit_type);
-    MOENAV_RETURN_IF_ERROR(cache->upload_lowbit(*type));
+    MOENAV_ASSIGN_OR_RETURN(const DType type, lowbit_type(config));
+    MOENAV_RETURN_IF_ERROR(cache->upload_lowbit(type));
   }
   for (const SlotLoad& load : cache->cache_->take_initial_loads()) {
     MOENAV_RETURN_IF_ERROR(cache->load(load));

@@ -167,22 +167,27 @@ cudaError_t release(void* data) {
   return cudaSuccess;
 }
 
+namespace {
+// Whether [data, data + bytes) lies in one range of `ranges` (keyed by start), whose length
+// size_of(value) gives.
+template <typename Ranges, typename Size>
+bool within_one(const Ranges& ranges, const void* data, size_t bytes, Size size_of) {
+  const auto address = reinterpret_cast<uintptr_t>(data);
+  auto it = ranges.upper_bound(address);
+  if (it == ranges.begin()) return false;
+  --it;
+  return address >= it->first && address + bytes <= it->first + size_of(it->second);
+}
+}  // namespace
+
 bool in_device_memory(const void* data, size_t bytes) {
   std::lock_guard lock(device_mutex());
-  const auto address = reinterpret_cast<uintptr_t>(data);
-  auto it = state().allocations.upper_bound(address);
-  if (it == state().allocations.begin()) return false;
-  --it;
-  return address >= it->first && address + bytes <= it->first + it->second.bytes;
+  return within_one(state().allocations, data, bytes, [](const Allocation& a) { return a.bytes; });
 }
 
 bool in_registered_host_memory(const void* data, size_t bytes) {
   std::lock_guard lock(device_mutex());
-  const auto address = reinterpret_cast<uintptr_t>(data);
-  auto it = state().registered.upper_bound(address);
-  if (it == state().registered.begin()) return false;
-  --it;
-  return address >= it->first && address + bytes <= it->first + it->second;
+  return within_one(state().registered, data, bytes, [](size_t length) { return length; });
 }
 
 cudaError_t register_host(void* data, size_t bytes) {

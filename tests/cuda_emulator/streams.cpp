@@ -113,11 +113,6 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
   return sticky_error();
 }
 
-cudaError_t cudaDeviceSynchronize() {
-  drain_all();
-  return sticky_error();
-}
-
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int) {
   *event = new CUevent_st;
   return cudaSuccess;
@@ -151,11 +146,4 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned
     if (source) run_until(source, position);
   });
   return cudaSuccess;
-}
-
-cudaError_t cudaEventSynchronize(cudaEvent_t event) {
-  std::lock_guard lock(device_mutex());
-  if (!event) return cudaErrorInvalidValue;
-  if (event->stream) run_until(event->stream, event->position);
-  return sticky_error();
 }

@@ -2,8 +2,9 @@
 // a memset, a GEMM, a wait for an event) is a job that runs in its stream's order; when it runs
 // depends on MOENAV_EMULATED_STREAMS:
 //   eager   (default) each job runs as it is queued;
-//   lazy    a job runs only when something needs it: a synchronization of its stream or event,
-//           or a job of another stream waiting for an event recorded after it;
+//   lazy    a job runs only when something needs it: a synchronization of its stream, a copy
+//           into pageable host memory, a free, or a job of another stream waiting for an event
+//           recorded after it;
 //   random  after each job is queued, its stream runs everything queued (or not) by a coin toss
 //           seeded with MOENAV_EMULATED_SEED (default 1).
 // lazy and random let copies run late and early relative to the kernels of other streams, so an

@@ -158,9 +158,6 @@ Status dispatch(Context& context, const DeviceWeight& weight, const float* input
                                       : launch_gemm<kType>(context, weight, input, n_tokens, output);
 }
 
-}  // namespace
-
-namespace {
 Status check_weight(const DeviceWeight& weight) {
   if (!matmul_supported(weight.dtype)) {
     return Status::errorf("CUDA matmul: weight type {} is not supported", dtype_name(weight.dtype));
@@ -171,6 +168,24 @@ Status check_weight(const DeviceWeight& weight) {
   }
   return ok_status();
 }
+
+// run(std::integral_constant<DType, type>{}) for a weight type matmul_supported accepts.
+template <typename Run>
+Status with_weight_type(DType type, Run&& run) {
+  switch (type) {
+    case DType::F32: return run(std::integral_constant<DType, DType::F32>{});
+    case DType::F16: return run(std::integral_constant<DType, DType::F16>{});
+    case DType::BF16: return run(std::integral_constant<DType, DType::BF16>{});
+    case DType::Q8_0: return run(std::integral_constant<DType, DType::Q8_0>{});
+    case DType::Q4_0: return run(std::integral_constant<DType, DType::Q4_0>{});
+    case DType::Q4_K: return run(std::integral_constant<DType, DType::Q4_K>{});
+    case DType::Q5_K: return run(std::integral_constant<DType, DType::Q5_K>{});
+    case DType::Q6_K: return run(std::integral_constant<DType, DType::Q6_K>{});
+    default: break;
+  }
+  return Status::errorf("CUDA matmul: weight type {} is not supported", dtype_name(type));
+}
+
 }  // namespace
 
 Status matmul_selected(Context& context, const DeviceWeight& shape, const void* const* table,
@@ -181,33 +196,18 @@ Status matmul_selected(Context& context, const DeviceWeight& shape, const void* 
     return Status::errorf("CUDA matmul_selected: {} tokens (at most {})", n_tokens, kMatvecMaxTokens);
   }
   if (n_tokens <= 0 || shape.rows <= 0) return ok_status();
-  switch (shape.dtype) {
-#define MOENAV_SELECTED(type) \
-    case DType::type: return launch_matvec<DType::type>(context, shape, input, n_tokens, output, table, selected);
-    MOENAV_SELECTED(F32) MOENAV_SELECTED(F16) MOENAV_SELECTED(BF16) MOENAV_SELECTED(Q8_0)
-    MOENAV_SELECTED(Q4_0) MOENAV_SELECTED(Q4_K) MOENAV_SELECTED(Q5_K) MOENAV_SELECTED(Q6_K)
-#undef MOENAV_SELECTED
-    default: break;
-  }
-  return Status::errorf("CUDA matmul: weight type {} is not supported", dtype_name(shape.dtype));
+  return with_weight_type(shape.dtype, [&](auto type) {
+    return launch_matvec<decltype(type)::value>(context, shape, input, n_tokens, output, table, selected);
+  });
 }
 
 Status matmul(Context& context, const DeviceWeight& weight, const float* input, int64_t n_tokens,
               float* output) {
   MOENAV_RETURN_IF_ERROR(check_weight(weight));
   if (n_tokens <= 0 || weight.rows <= 0) return ok_status();
-  switch (weight.dtype) {
-    case DType::F32: return dispatch<DType::F32>(context, weight, input, n_tokens, output);
-    case DType::F16: return dispatch<DType::F16>(context, weight, input, n_tokens, output);
-    case DType::BF16: return dispatch<DType::BF16>(context, weight, input, n_tokens, output);
-    case DType::Q8_0: return dispatch<DType::Q8_0>(context, weight, input, n_tokens, output);
-    case DType::Q4_0: return dispatch<DType::Q4_0>(context, weight, input, n_tokens, output);
-    case DType::Q4_K: return dispatch<DType::Q4_K>(context, weight, input, n_tokens, output);
-    case DType::Q5_K: return dispatch<DType::Q5_K>(context, weight, input, n_tokens, output);
-    case DType::Q6_K: return dispatch<DType::Q6_K>(context, weight, input, n_tokens, output);
-    default: break;
-  }
-  return Status::errorf("CUDA matmul: weight type {} is not supported", dtype_name(weight.dtype));
+  return with_weight_type(weight.dtype, [&](auto type) {
+    return dispatch<decltype(type)::value>(context, weight, input, n_tokens, output);
+  });
 }
 
 }  // namespace moenav::cuda

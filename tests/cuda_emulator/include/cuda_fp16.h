@@ -11,7 +11,6 @@ struct __half {
 };
 
 inline __half __ushort_as_half(unsigned short bits) { return __half{bits}; }
-inline unsigned short __half_as_ushort(__half h) { return h.bits; }
 
 // The compiler's IEEE binary16 (_Float16): conversions round to nearest even.
 inline __half __float2half_rn(float value) {

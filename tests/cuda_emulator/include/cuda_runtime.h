@@ -51,7 +51,6 @@ using cudaEvent_t = CUevent_st*;
 constexpr unsigned int cudaStreamNonBlocking = 0x01;
 constexpr unsigned int cudaEventDisableTiming = 0x02;
 constexpr unsigned int cudaHostRegisterPortable = 0x01;
-constexpr unsigned int cudaHostRegisterMapped = 0x02;
 constexpr unsigned int cudaHostRegisterReadOnly = 0x08;
 constexpr unsigned int cudaHostAllocDefault = 0x00;
 
@@ -88,11 +87,9 @@ cudaError_t cudaFreeHost(void* data);
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int flags);
 cudaError_t cudaStreamDestroy(cudaStream_t stream);
 cudaError_t cudaStreamSynchronize(cudaStream_t stream);
-cudaError_t cudaDeviceSynchronize();
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int flags);
 cudaError_t cudaEventDestroy(cudaEvent_t event);
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream);
-cudaError_t cudaEventSynchronize(cudaEvent_t event);
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int flags);
 cudaError_t cudaMemcpyAsync(void* to, const void* from, size_t bytes, cudaMemcpyKind kind,
                             cudaStream_t stream);
