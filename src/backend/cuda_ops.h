@@ -23,9 +23,13 @@ struct DeviceWeight {
   int64_t row_bytes() const { return dtype_bytes(dtype, cols); }
 };
 
-// The three projections of one gated FFN (an expert, a shared expert or a dense block).
+// The three projections of one gated FFN (an expert, a shared expert or a dense block), and
+// their optional f32 biases (gpt-oss's experts; null when absent).
 struct DeviceFfn {
   DeviceWeight gate, up, down;
+  const float* gate_bias = nullptr;
+  const float* up_bias = nullptr;
+  const float* down_bias = nullptr;
 };
 
 // The weight types matmul multiplies.
@@ -76,8 +80,21 @@ Status rope(Context& context, const RopeArgs& args);
 
 // output = silu(gate) * up, elementwise over n floats.
 Status silu_mul(Context& context, const float* gate, const float* up, float* output, int64_t n);
+// gpt-oss's clamped SwiGLU, elementwise over n floats: with g' = min(gate, limit),
+// output = (clamp(up, -limit, limit) + 1) * g' * sigmoid(alpha * g'). output may alias gate.
+Status clamped_swiglu(Context& context, const float* gate, const float* up, float* output,
+                      int64_t n, float alpha, float limit);
 // output = a + b, elementwise (the residual); output may alias either.
 Status add(Context& context, const float* a, const float* b, float* output, int64_t n);
+// rows[r, i] += bias[i] for [n_rows, width] rows; nothing when bias is null.
+Status add_bias(Context& context, float* rows, const float* bias, int64_t n_rows, int64_t width);
+// output[r, i] += sigmoid(gate_logits[r]) * addend[r, i] (Qwen2-MoE's gated shared expert).
+Status add_gated(Context& context, float* output, const float* addend, const float* gate_logits,
+                 int64_t n_rows, int64_t width);
+// destination[r * destination_stride + i] = source[r * source_stride + i] for i < width: the
+// columns of a row-major block copied out of or into a wider one (MLA's per-head slices).
+Status copy_columns(Context& context, const float* source, int64_t source_stride, float* destination,
+                    int64_t destination_stride, int64_t n_rows, int64_t width);
 
 // Router scores and top-k, as select_experts (layers/moe/router.h) computes them for a model
 // without expert groups: Softmax and Sigmoid score every expert (a selection bias shifts only
@@ -114,7 +131,7 @@ struct AttentionArgs {
   int64_t n_tokens = 0;
   int64_t n_heads = 0;
   int64_t n_kv_heads = 0;          // divides n_heads
-  int64_t head_dim = 0;            // <= 256
+  int64_t head_dim = 0;            // <= 576 (MLA's latent and rotary key)
   int64_t first_position = 0;
   int64_t window = 0;
   float scale = 1.0f;

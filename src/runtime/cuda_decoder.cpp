@@ -10,6 +10,7 @@
 #include "backend/cuda_ops.h"
 #include "core/byte_size.h"
 #include "experts/store_factory.h"
+#include "layers/attention_mla.h"
 #include "layers/batch.h"
 #include "layers/ffn.h"
 #include "layers/moe/router.h"
@@ -31,9 +32,10 @@ struct DeviceKvCache {
   int64_t kv_dim = 0;
   int64_t context_length = 0;
   DType type = DType::F32;  // F32 or F16 (kv_cache.type)
-  int64_t capacity = 0;   // positions held per layer
-  DeviceBuffer keys;      // [n_layers, capacity, kv_dim] of type
-  DeviceBuffer values;
+  bool has_values = true;   // false for MLA, whose keys row holds the latent and rotary key
+  int64_t capacity = 0;     // positions held per layer
+  DeviceBuffer keys;        // [n_layers, capacity, kv_dim] of type
+  DeviceBuffer values;      // as keys, or empty without values
 
   int64_t element_bytes() const { return type == DType::F16 ? 2 : 4; }
   void* keys_at(int64_t layer, int64_t position) const {
@@ -52,12 +54,15 @@ struct DeviceKvCache {
     grown = std::min(grown, context_length);
     const int64_t bytes = n_layers * grown * kv_dim * element_bytes();
     MOENAV_ASSIGN_OR_RETURN(DeviceBuffer new_keys, context->allocate(bytes, "the KV cache (keys)"));
-    MOENAV_ASSIGN_OR_RETURN(DeviceBuffer new_values,
-                            context->allocate(bytes, "the KV cache (values)"));
+    DeviceBuffer new_values;
+    if (has_values) {
+      MOENAV_ASSIGN_OR_RETURN(new_values, context->allocate(bytes, "the KV cache (values)"));
+    }
     const int64_t layer_bytes = capacity * kv_dim * element_bytes();
     for (int64_t layer = 0; layer < n_layers && capacity > 0; ++layer) {
       const int64_t to = layer * grown * kv_dim * element_bytes(), from = layer * layer_bytes;
       MOENAV_RETURN_IF_ERROR(context->copy(new_keys.as<char>() + to, keys.as<char>() + from, layer_bytes));
+      if (!has_values) continue;
       MOENAV_RETURN_IF_ERROR(context->copy(new_values.as<char>() + to, values.as<char>() + from, layer_bytes));
     }
     keys = std::move(new_keys);  // cudaFree waits for the queued copies
@@ -71,15 +76,31 @@ namespace {
 
 void destroy(DeviceKvCache* cache) { delete cache; }
 
+// Multi-head latent attention's weights (MlaWeights); k_b and v_b one matrix per head.
+struct DeviceMla {
+  DeviceWeight q_a, q_b, q, kv_a;
+  const float* q_a_norm = nullptr;
+  const float* kv_a_norm = nullptr;
+  std::vector<DeviceWeight> k_b, v_b;
+};
+
 struct DeviceLayer {
   const float* attn_norm = nullptr;
   const float* ffn_norm = nullptr;
   const float* q_norm = nullptr;
   const float* k_norm = nullptr;
   const float* sinks = nullptr;
+  const float* q_bias = nullptr;
+  const float* k_bias = nullptr;
+  const float* v_bias = nullptr;
+  const float* o_bias = nullptr;
   DeviceWeight q, k, v, o, router;
+  DeviceMla mla;
   std::vector<DeviceFfn> experts;
+  // The experts' biases when the experts themselves are cached (the biases stay resident).
+  std::vector<DeviceFfn> expert_biases;
   DeviceFfn shared, dense;
+  DeviceWeight shared_gate;  // [1, hidden]: sigmoid(x . gate) scales the shared expert
   // Resident experts of one dtype and shape per projection: the device tables of their data
   // that matmul_selected reads (null otherwise), and the selection bias on the device.
   const void* const* gate_table = nullptr;
@@ -89,28 +110,6 @@ struct DeviceLayer {
 };
 
 constexpr int64_t kDeviceRoutingRows = 4;
-
-// Everything the CUDA decoder cannot run yet, as one message (empty when it can run the model).
-std::string unsupported_features(const Model& model) {
-  const ModelConfig& c = model.config;
-  std::vector<std::string> missing;
-  if (c.attention == AttentionKind::Mla) missing.push_back("multi-head latent attention");
-  if (c.attention_bias || c.attention_output_bias) missing.push_back("attention biases");
-  if (c.expert_activation != FfnActivation::Swiglu) missing.push_back("the clamped SwiGLU");
-  if (c.shared_expert_gate) missing.push_back("gated shared experts");
-  for (const LayerWeights& layer : model.weights.layers) {
-    bool biased = false;
-    for (const FfnWeights& expert : layer.experts)
-      biased = biased || !expert.gate_bias.empty() || !expert.up_bias.empty() || !expert.down_bias.empty();
-    if (biased) {
-      missing.push_back("expert biases");
-      break;
-    }
-  }
-  std::string text;
-  for (const std::string& item : missing) text += (text.empty() ? "" : ", ") + item;
-  return text;
-}
 
 }  // namespace
 
@@ -129,6 +128,10 @@ struct CudaDecoder::Buffers {
   int64_t k = 0;     // capacity in experts per token
   DeviceBuffer hidden, normed, q, k_rows, v, attention, block_output, router_logits, gathered,
       gate, up, expert_output, positions, routes, route_weights, logits;
+  // MLA only: the q LoRA rows, the kv_a rows [latent | rotary key], the latent alone, the
+  // latent-space queries and outputs [rows, heads, latent + rotary], and one head's matmul input
+  // and output.
+  DeviceBuffer mla_q_a, mla_kv, mla_latent, mla_query, mla_output, mla_head_in, mla_head_out;
   // Device routing: the [rows, k] selection and weights, and the row of each pair (i / k).
   DeviceBuffer selected, selected_weights, pair_rows;
   cuda::PinnedBuffer routed_staging;  // the selections copied back for the observer
@@ -177,6 +180,40 @@ class Uploader {
     MOENAV_ASSIGN_OR_RETURN(out.gate, weight(ffn.gate, name + ".gate"));
     MOENAV_ASSIGN_OR_RETURN(out.up, weight(ffn.up, name + ".up"));
     MOENAV_ASSIGN_OR_RETURN(out.down, weight(ffn.down, name + ".down"));
+    MOENAV_RETURN_IF_ERROR(biases(ffn, name, out));
+    return out;
+  }
+
+  // Only the biases of an FFN (into out's bias pointers).
+  Status biases(const FfnWeights& ffn, const std::string& name, DeviceFfn& out) {
+    MOENAV_ASSIGN_OR_RETURN(out.gate_bias, vector(ffn.gate_bias, name + ".gate_bias"));
+    MOENAV_ASSIGN_OR_RETURN(out.up_bias, vector(ffn.up_bias, name + ".up_bias"));
+    MOENAV_ASSIGN_OR_RETURN(out.down_bias, vector(ffn.down_bias, name + ".down_bias"));
+    return ok_status();
+  }
+
+  // A stacked [n, rows, cols] tensor as n matrices.
+  Expected<std::vector<DeviceWeight>> stacked(const TensorView& tensor, const std::string& name) {
+    MOENAV_ASSIGN_OR_RETURN(const DeviceWeight whole, weight(tensor, name));
+    std::vector<DeviceWeight> out;
+    for (int64_t i = 0; i < tensor.shape[0]; ++i) {
+      const TensorView one = tensor.slice(i);
+      out.push_back({one.dtype, one.rows(), one.cols(),
+                     static_cast<const char*>(whole.data) + i * one.bytes()});
+    }
+    return out;
+  }
+
+  Expected<DeviceMla> mla(const MlaWeights& mla, const std::string& name) {
+    DeviceMla out;
+    MOENAV_ASSIGN_OR_RETURN(out.q_a, weight(mla.q_a, name + " q_a"));
+    MOENAV_ASSIGN_OR_RETURN(out.q_a_norm, vector(mla.q_a_norm, name + " q_a_norm"));
+    MOENAV_ASSIGN_OR_RETURN(out.q_b, weight(mla.q_b, name + " q_b"));
+    MOENAV_ASSIGN_OR_RETURN(out.q, weight(mla.q, name + " q"));
+    MOENAV_ASSIGN_OR_RETURN(out.kv_a, weight(mla.kv_a, name + " kv_a"));
+    MOENAV_ASSIGN_OR_RETURN(out.kv_a_norm, vector(mla.kv_a_norm, name + " kv_a_norm"));
+    MOENAV_ASSIGN_OR_RETURN(out.k_b, stacked(mla.k_b, name + " k_b"));
+    MOENAV_ASSIGN_OR_RETURN(out.v_b, stacked(mla.v_b, name + " v_b"));
     return out;
   }
 
@@ -237,7 +274,7 @@ DeviceSlotInputs device_slot_inputs(const Model& model, int64_t budget, int64_t 
   const std::vector<int64_t> key_bytes = expert_key_bytes(model);
   in.resident_bytes = model.total_bytes() - std::accumulate(key_bytes.begin(), key_bytes.end(), int64_t{0});
   const int64_t ffn = std::max({c.expert_ffn, c.dense_ffn, c.shared_expert_ffn});
-  const int64_t kv = 2 * c.n_layers * c.kv_dim() * std::min<int64_t>(c.context_length, 4096);
+  const int64_t kv = c.n_layers * c.kv_cache_width() * std::min<int64_t>(c.context_length, 4096);
   const int64_t rows = 512 * (10 * c.hidden + 3 * ffn + c.vocab);
   in.reserve_bytes = (kv + rows) * int64_t{sizeof(float)} + (int64_t{64} << 20);
   in.slot_bytes = device_slot_bytes(model);
@@ -266,11 +303,6 @@ void CudaDecoder::reset_expert_counters() {
 Expected<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const Model& model,
                                                            const EngineConfig& config,
                                                            ThreadPool& pool) {
-  const std::string missing = unsupported_features(model);
-  if (!missing.empty()) {
-    return Status::errorf("device.backend 'cuda': {} ({}) uses what the CUDA backend does not run "
-                          "yet: {}; use --backend cpu", model.path, model.config.arch, missing);
-  }
   int64_t budget = 0;
   if (!config.device.gpu_memory.empty()) {
     MOENAV_ASSIGN_OR_RETURN(budget, parse_byte_size(config.device.gpu_memory));
@@ -314,6 +346,13 @@ Expected<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const Model& model,
       MOENAV_ASSIGN_OR_RETURN(out.k, upload.weight(layer.attn_k, name + " attn_k"));
       MOENAV_ASSIGN_OR_RETURN(out.v, upload.weight(layer.attn_v, name + " attn_v"));
       MOENAV_ASSIGN_OR_RETURN(out.o, upload.weight(layer.attn_output, name + " attn_output"));
+      MOENAV_ASSIGN_OR_RETURN(out.q_bias, upload.vector(layer.attn_q_bias, name + " attn_q_bias"));
+      MOENAV_ASSIGN_OR_RETURN(out.k_bias, upload.vector(layer.attn_k_bias, name + " attn_k_bias"));
+      MOENAV_ASSIGN_OR_RETURN(out.v_bias, upload.vector(layer.attn_v_bias, name + " attn_v_bias"));
+      MOENAV_ASSIGN_OR_RETURN(out.o_bias, upload.vector(layer.attn_output_bias, name + " attn_output_bias"));
+      if (c.attention == AttentionKind::Mla) {
+        MOENAV_ASSIGN_OR_RETURN(out.mla, upload.mla(layer.mla, name));
+      }
       if (c.is_moe_layer(l)) {
         MOENAV_ASSIGN_OR_RETURN(out.router, upload.weight(layer.router, name + " router"));
         for (size_t e = 0; e < layer.experts.size() && !slots.cached; ++e) {
@@ -321,11 +360,18 @@ Expected<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const Model& model,
                                   upload.ffn(layer.experts[e], fmt::format("{} expert {}", name, e)));
           out.experts.push_back(expert);
         }
+        for (size_t e = 0; e < layer.experts.size() && slots.cached && c.expert_bias; ++e) {
+          DeviceFfn biases;
+          MOENAV_RETURN_IF_ERROR(upload.biases(layer.experts[e], fmt::format("{} expert {}", name, e), biases));
+          out.expert_biases.push_back(biases);
+        }
         MOENAV_RETURN_IF_ERROR(upload_expert_tables(out, context, device.storage, name));
         MOENAV_ASSIGN_OR_RETURN(out.selection_bias,
                                 upload.vector(layer.expert_selection_bias, name + " selection bias"));
         if (c.n_shared_experts > 0) {
           MOENAV_ASSIGN_OR_RETURN(out.shared, upload.ffn(layer.shared_expert, name + " shared expert"));
+          MOENAV_ASSIGN_OR_RETURN(out.shared_gate,
+                                  upload.weight(layer.shared_expert_gate, name + " shared expert gate"));
         }
       } else {
         MOENAV_ASSIGN_OR_RETURN(out.dense, upload.ffn(layer.dense, name + " ffn"));
@@ -361,10 +407,23 @@ Status CudaDecoder::ensure_capacity(int64_t n_rows, int64_t max_k) {
   };
   MOENAV_RETURN_IF_ERROR(floats(b.hidden, rows * c.hidden, "the residual stream"));
   MOENAV_RETURN_IF_ERROR(floats(b.normed, rows * c.hidden, "normed activations"));
-  MOENAV_RETURN_IF_ERROR(floats(b.q, rows * c.q_dim(), "queries"));
+  const bool mla = c.attention == AttentionKind::Mla;
+  const int64_t q_width = mla ? c.n_heads * (c.qk_nope_dim + c.qk_rope_dim) : c.q_dim();
+  const int64_t attention_width = mla ? c.n_heads * c.v_head_dim : c.q_dim();
+  MOENAV_RETURN_IF_ERROR(floats(b.q, rows * q_width, "queries"));
   MOENAV_RETURN_IF_ERROR(floats(b.k_rows, rows * c.kv_dim(), "keys"));
   MOENAV_RETURN_IF_ERROR(floats(b.v, rows * c.kv_dim(), "values"));
-  MOENAV_RETURN_IF_ERROR(floats(b.attention, rows * c.q_dim(), "attention output"));
+  MOENAV_RETURN_IF_ERROR(floats(b.attention, rows * attention_width, "attention output"));
+  if (mla) {
+    const int64_t latent = c.kv_lora_rank, latent_query = c.n_heads * c.kv_cache_width();
+    MOENAV_RETURN_IF_ERROR(floats(b.mla_q_a, rows * std::max<int64_t>(c.q_lora_rank, 1), "MLA q LoRA rows"));
+    MOENAV_RETURN_IF_ERROR(floats(b.mla_kv, rows * c.kv_cache_width(), "MLA kv rows"));
+    MOENAV_RETURN_IF_ERROR(floats(b.mla_latent, rows * latent, "MLA latents"));
+    MOENAV_RETURN_IF_ERROR(floats(b.mla_query, rows * latent_query, "MLA latent queries"));
+    MOENAV_RETURN_IF_ERROR(floats(b.mla_output, rows * latent_query, "MLA latent outputs"));
+    MOENAV_RETURN_IF_ERROR(floats(b.mla_head_in, rows * std::max(c.qk_nope_dim, latent), "MLA head input"));
+    MOENAV_RETURN_IF_ERROR(floats(b.mla_head_out, rows * std::max(c.v_head_dim, latent), "MLA head output"));
+  }
   MOENAV_RETURN_IF_ERROR(floats(b.block_output, rows * c.hidden, "block output"));
   MOENAV_RETURN_IF_ERROR(floats(b.router_logits, rows * std::max<int64_t>(c.n_experts, 1), "router logits"));
   MOENAV_RETURN_IF_ERROR(floats(b.gathered, rows * c.hidden, "expert input"));
@@ -393,12 +452,23 @@ Status CudaDecoder::ensure_capacity(int64_t n_rows, int64_t max_k) {
 
 namespace {
 
+// gate <- act(gate, up) over n floats, as layers/ffn.cpp's activation.
+Status activate(cuda::Context& context, float* gate, const float* up, int64_t n, const Activation& activation) {
+  if (activation.kind == FfnActivation::Swiglu) return cuda::silu_mul(context, gate, up, gate, n);
+  return cuda::clamped_swiglu(context, gate, up, gate, n, activation.alpha, activation.limit);
+}
+
+// ffn_forward on the device: down(act(gate(x) + b_gate, up(x) + b_up)) + b_down.
 Status run_ffn(cuda::Context& context, const DeviceFfn& ffn, const float* input, int64_t n,
-               float* gate, float* up, float* output) {
+               float* gate, float* up, float* output, const Activation& activation = {}) {
+  const int64_t width = ffn.gate.rows;
   MOENAV_RETURN_IF_ERROR(cuda::matmul(context, ffn.gate, input, n, gate));
+  MOENAV_RETURN_IF_ERROR(cuda::add_bias(context, gate, ffn.gate_bias, n, width));
   MOENAV_RETURN_IF_ERROR(cuda::matmul(context, ffn.up, input, n, up));
-  MOENAV_RETURN_IF_ERROR(cuda::silu_mul(context, gate, up, gate, n * ffn.gate.rows));
-  return cuda::matmul(context, ffn.down, gate, n, output);
+  MOENAV_RETURN_IF_ERROR(cuda::add_bias(context, up, ffn.up_bias, n, width));
+  MOENAV_RETURN_IF_ERROR(activate(context, gate, up, n * width, activation));
+  MOENAV_RETURN_IF_ERROR(cuda::matmul(context, ffn.down, gate, n, output));
+  return cuda::add_bias(context, output, ffn.down_bias, n, ffn.down.rows);
 }
 
 }  // namespace
@@ -416,6 +486,9 @@ Status CudaDecoder::attention(int64_t l, std::span<const Segment> segments) {
   MOENAV_RETURN_IF_ERROR(cuda::matmul(context, layer.q, b.normed.as<float>(), n_rows, q));
   MOENAV_RETURN_IF_ERROR(cuda::matmul(context, layer.k, b.normed.as<float>(), n_rows, k));
   MOENAV_RETURN_IF_ERROR(cuda::matmul(context, layer.v, b.normed.as<float>(), n_rows, v));
+  MOENAV_RETURN_IF_ERROR(cuda::add_bias(context, q, layer.q_bias, n_rows, c.q_dim()));
+  MOENAV_RETURN_IF_ERROR(cuda::add_bias(context, k, layer.k_bias, n_rows, c.kv_dim()));
+  MOENAV_RETURN_IF_ERROR(cuda::add_bias(context, v, layer.v_bias, n_rows, c.kv_dim()));
   if (c.qk_norm) {
     const int64_t q_width = c.qk_norm_full_width ? c.q_dim() : c.head_dim;
     const int64_t k_width = c.qk_norm_full_width ? c.kv_dim() : c.head_dim;
@@ -460,13 +533,100 @@ Status CudaDecoder::attention(int64_t l, std::span<const Segment> segments) {
     MOENAV_RETURN_IF_ERROR(cuda::attention(context, args));
     row += segment.n_tokens;
   }
-  return cuda::matmul(context, layer.o, b.attention.as<float>(), n_rows, b.block_output.as<float>());
+  MOENAV_RETURN_IF_ERROR(cuda::matmul(context, layer.o, b.attention.as<float>(), n_rows, b.block_output.as<float>()));
+  return cuda::add_bias(context, b.block_output.as<float>(), layer.o_bias, n_rows, c.hidden);
+}
+
+// mla_attention_forward on the device. The latent attention is multi-query attention with one
+// KV head of width latent + rotary: queries [q_latent | q_rope] against the cached rows
+// [latent | k_rope], whose values are the same rows (the output's rotary tail is unused).
+Status CudaDecoder::mla_attention(int64_t l, std::span<const Segment> segments) {
+  const ModelConfig& c = model_->config;
+  const DeviceMla& mla = weights_->layers[static_cast<size_t>(l)].mla;
+  Buffers& b = *buffers_;
+  cuda::Context& context = *context_;
+  int64_t n_rows = 0;
+  for (const Segment& segment : segments) n_rows += segment.n_tokens;
+  const int64_t heads = c.n_heads, nope = c.qk_nope_dim, rope_dim = c.qk_rope_dim;
+  const int64_t rank = c.kv_lora_rank, v_dim = c.v_head_dim;
+  const int64_t qk = nope + rope_dim, width = rank + rope_dim;  // width: a cached row
+  const float* normed = b.normed.as<float>();
+  float* q = b.q.as<float>();      // [T, heads, qk]
+  float* kv = b.mla_kv.as<float>();  // [T, width]
+  if (mla.q_a.data == nullptr) {
+    MOENAV_RETURN_IF_ERROR(cuda::matmul(context, mla.q, normed, n_rows, q));
+  } else {
+    float* q_a = b.mla_q_a.as<float>();
+    MOENAV_RETURN_IF_ERROR(cuda::matmul(context, mla.q_a, normed, n_rows, q_a));
+    MOENAV_RETURN_IF_ERROR(cuda::rms_norm(context, q_a, mla.q_a_norm, q_a, n_rows, c.q_lora_rank, kLatentNormEps));
+    MOENAV_RETURN_IF_ERROR(cuda::matmul(context, mla.q_b, q_a, n_rows, q));
+  }
+  MOENAV_RETURN_IF_ERROR(cuda::matmul(context, mla.kv_a, normed, n_rows, kv));
+  float* latent = b.mla_latent.as<float>();
+  MOENAV_RETURN_IF_ERROR(cuda::copy_columns(context, kv, width, latent, rank, n_rows, rank));
+  MOENAV_RETURN_IF_ERROR(cuda::rms_norm(context, latent, mla.kv_a_norm, latent, n_rows, rank, kLatentNormEps));
+  MOENAV_RETURN_IF_ERROR(cuda::copy_columns(context, latent, rank, kv, width, n_rows, rank));
+  cuda::RopeArgs rope;
+  rope.n_tokens = n_rows;
+  rope.rotary_dim = weights_->rope.rotary_dim();
+  rope.inverse_frequency = weights_->inverse_frequency;
+  rope.positions = b.positions.as<int32_t>();
+  rope.neox = weights_->rope.style() == RopeStyle::Neox;
+  rope.attention_factor = weights_->rope.attention_factor();
+  rope.x = kv + rank, rope.n_heads = 1, rope.head_stride = width, rope.token_stride = width;
+  MOENAV_RETURN_IF_ERROR(cuda::rope(context, rope));
+  rope.x = q + nope, rope.n_heads = heads, rope.head_stride = qk, rope.token_stride = heads * qk;
+  MOENAV_RETURN_IF_ERROR(cuda::rope(context, rope));
+
+  // Latent queries [T, heads, width]: k_b[h] . q_nope[h], then q_rope.
+  float* query = b.mla_query.as<float>();
+  float* head_in = b.mla_head_in.as<float>();
+  float* head_out = b.mla_head_out.as<float>();
+  for (int64_t h = 0; h < heads; ++h) {
+    MOENAV_RETURN_IF_ERROR(cuda::copy_columns(context, q + h * qk, heads * qk, head_in, nope, n_rows, nope));
+    MOENAV_RETURN_IF_ERROR(cuda::matmul(context, mla.k_b[static_cast<size_t>(h)], head_in, n_rows, head_out));
+    MOENAV_RETURN_IF_ERROR(cuda::copy_columns(context, head_out, rank, query + h * width, heads * width, n_rows, rank));
+  }
+  MOENAV_RETURN_IF_ERROR(cuda::copy_columns(context, q + nope, qk, query + rank, width, n_rows * heads, rope_dim));
+
+  const float scale = c.attention_scale > 0.0f ? c.attention_scale : 1.0f / std::sqrt(static_cast<float>(qk));
+  float* latent_output = b.mla_output.as<float>();
+  int64_t row = 0;
+  for (const Segment& segment : segments) {
+    DeviceKvCache& cache = **segment.cache;
+    MOENAV_RETURN_IF_ERROR(cuda::store_kv(context, kv + row * width, cache.keys_at(l, segment.first_position),
+                                          segment.n_tokens * width, cache.type));
+    cuda::AttentionArgs args;
+    args.queries = query + row * heads * width;
+    args.keys = cache.keys_at(l, 0);
+    args.values = cache.keys_at(l, 0);
+    args.kv_type = cache.type;
+    args.output = latent_output + row * heads * width;
+    args.n_tokens = segment.n_tokens;
+    args.n_heads = heads;
+    args.n_kv_heads = 1;
+    args.head_dim = width;
+    args.first_position = segment.first_position;
+    args.scale = scale;
+    MOENAV_RETURN_IF_ERROR(cuda::attention(context, args));
+    row += segment.n_tokens;
+  }
+  // Values: attention[T, h] = v_b[h] . latent_output[T, h], then the output projection.
+  float* attention = b.attention.as<float>();  // [T, heads * v_dim]
+  for (int64_t h = 0; h < heads; ++h) {
+    MOENAV_RETURN_IF_ERROR(cuda::copy_columns(context, latent_output + h * width, heads * width, head_in, rank, n_rows, rank));
+    MOENAV_RETURN_IF_ERROR(cuda::matmul(context, mla.v_b[static_cast<size_t>(h)], head_in, n_rows, head_out));
+    MOENAV_RETURN_IF_ERROR(cuda::copy_columns(context, head_out, v_dim, attention + h * v_dim, heads * v_dim, n_rows, v_dim));
+  }
+  const DeviceLayer& layer = weights_->layers[static_cast<size_t>(l)];
+  MOENAV_RETURN_IF_ERROR(cuda::matmul(context, layer.o, attention, n_rows, b.block_output.as<float>()));
+  return cuda::add_bias(context, b.block_output.as<float>(), layer.o_bias, n_rows, c.hidden);
 }
 
 bool CudaDecoder::routes_on_device(int64_t n_rows, const RoutingPolicy& policy) const {
   const ModelConfig& c = model_->config;
   if (n_rows > kDeviceRoutingRows || weights_->experts != nullptr || policy.adjusts_selection() ||
-      c.n_expert_groups > 1 || c.n_experts > 256) {
+      c.n_expert_groups > 1 || c.n_experts > 256 || c.expert_bias) {
     return false;
   }
   for (int64_t l = 0; l < c.n_layers; ++l) {
@@ -537,18 +697,14 @@ Status CudaDecoder::moe_on_device(int64_t l, int64_t n_rows, int64_t k, bool obs
     const float* input = normed + (pair / k) * c.hidden;
     MOENAV_RETURN_IF_ERROR(cuda::matmul_selected(context, shape.gate, layer.gate_table, selected, input, 1, gate));
     MOENAV_RETURN_IF_ERROR(cuda::matmul_selected(context, shape.up, layer.up_table, selected, input, 1, up));
-    MOENAV_RETURN_IF_ERROR(cuda::silu_mul(context, gate, up, gate, shape.gate.rows));
+    MOENAV_RETURN_IF_ERROR(activate(context, gate, up, shape.gate.rows, expert_activation(c)));
     MOENAV_RETURN_IF_ERROR(cuda::matmul_selected(context, shape.down, layer.down_table, selected, gate, 1,
                                                  b.expert_output.as<float>()));
     MOENAV_RETURN_IF_ERROR(cuda::scatter_add_rows(context, b.expert_output.as<float>(), c.hidden,
                                                   b.pair_rows.as<int32_t>() + pair,
                                                   b.selected_weights.as<float>() + pair, 1, output));
   }
-  if (c.n_shared_experts > 0) {
-    MOENAV_RETURN_IF_ERROR(run_ffn(context, layer.shared, normed, n_rows, gate, up, b.expert_output.as<float>()));
-    MOENAV_RETURN_IF_ERROR(cuda::add(context, output, b.expert_output.as<float>(), output, n_rows * c.hidden));
-  }
-  return ok_status();
+  return shared_expert(l, n_rows);
 }
 
 Status CudaDecoder::moe(int64_t l, int64_t n_rows, const RoutingPolicy& policy,
@@ -639,13 +795,17 @@ Status CudaDecoder::moe(int64_t l, int64_t n_rows, const RoutingPolicy& policy,
         continue;
       }
       weights = lease.weights;
+      if (!layer.expert_biases.empty()) {
+        const DeviceFfn& biases = layer.expert_biases[static_cast<size_t>(e)];
+        weights.gate_bias = biases.gate_bias, weights.up_bias = biases.up_bias, weights.down_bias = biases.down_bias;
+      }
     } else {
       weights = layer.experts[static_cast<size_t>(e)];
     }
     const int32_t* rows = b.routes.as<int32_t>() + first;
     MOENAV_RETURN_IF_ERROR(cuda::gather_rows(context, normed, c.hidden, rows, n, b.gathered.as<float>()));
     MOENAV_RETURN_IF_ERROR(run_ffn(context, weights, b.gathered.as<float>(), n, b.gate.as<float>(),
-                                   b.up.as<float>(), b.expert_output.as<float>()));
+                                   b.up.as<float>(), b.expert_output.as<float>(), expert_activation(c)));
     MOENAV_RETURN_IF_ERROR(cuda::scatter_add_rows(context, b.expert_output.as<float>(), c.hidden, rows,
                                                   b.route_weights.as<float>() + first, n, output));
     // The slot may be reused by a later copy, which waits for these kernels.
@@ -672,7 +832,7 @@ Status CudaDecoder::moe(int64_t l, int64_t n_rows, const RoutingPolicy& policy,
     b.host_work.ffn_gate.resize(static_cast<size_t>(n * c.expert_ffn));
     b.host_work.ffn_up.resize(static_cast<size_t>(n * c.expert_ffn));
     ffn_forward(*host, b.host_gathered.data(), n, b.host_output.data() + cpu_first[i] * c.hidden,
-                b.host_work, *pool_);
+                b.host_work, *pool_, expert_activation(c));
   }
   for (size_t i = 0; i < on_cpu.size(); ++i) {
     const int64_t e = on_cpu[i].first;
@@ -685,12 +845,25 @@ Status CudaDecoder::moe(int64_t l, int64_t n_rows, const RoutingPolicy& policy,
                                                   b.route_weights.as<float>() + first, n, output));
   }
   if (cache != nullptr) cache->end_layer(l);
-  if (c.n_shared_experts > 0) {
-    MOENAV_RETURN_IF_ERROR(run_ffn(context, layer.shared, normed, n_rows, b.gate.as<float>(), b.up.as<float>(),
-                                   b.expert_output.as<float>()));
-    MOENAV_RETURN_IF_ERROR(cuda::add(context, output, b.expert_output.as<float>(), output, n_rows * c.hidden));
-  }
-  return ok_status();
+  return shared_expert(l, n_rows);
+}
+
+// The shared expert, on every row, added to the block output (scaled by sigmoid(x . gate) where
+// the model gates it), as shared_expert_forward.
+Status CudaDecoder::shared_expert(int64_t l, int64_t n_rows) {
+  const ModelConfig& c = model_->config;
+  if (c.n_shared_experts == 0) return ok_status();
+  const DeviceLayer& layer = weights_->layers[static_cast<size_t>(l)];
+  Buffers& b = *buffers_;
+  cuda::Context& context = *context_;
+  const float* normed = b.normed.as<float>();
+  float* output = b.block_output.as<float>();
+  float* shared = b.expert_output.as<float>();
+  MOENAV_RETURN_IF_ERROR(run_ffn(context, layer.shared, normed, n_rows, b.gate.as<float>(), b.up.as<float>(), shared));
+  if (layer.shared_gate.data == nullptr) return cuda::add(context, output, shared, output, n_rows * c.hidden);
+  float* gate_logits = b.router_logits.as<float>();  // the router's logits are no longer needed
+  MOENAV_RETURN_IF_ERROR(cuda::matmul(context, layer.shared_gate, normed, n_rows, gate_logits));
+  return cuda::add_gated(context, output, shared, gate_logits, n_rows, c.hidden);
 }
 
 Status CudaDecoder::forward(std::span<const Segment> segments, std::span<const int32_t> tokens,
@@ -706,10 +879,13 @@ Status CudaDecoder::forward(std::span<const Segment> segments, std::span<const i
   Buffers& b = *buffers_;
 
   b.host_positions.clear();
+  const bool mla = c.attention == AttentionKind::Mla;
   for (const Segment& segment : segments) {
     if (!*segment.cache) {
       *segment.cache = DeviceKvCachePtr(
-          new DeviceKvCache{&context, c.n_layers, c.kv_dim(), segment.context, kv_type_, 0, {}, {}}, &destroy);
+          new DeviceKvCache{&context, c.n_layers, mla ? c.kv_cache_width() : c.kv_dim(), segment.context,
+                            kv_type_, !mla, 0, {}, {}},
+          &destroy);
     }
     MOENAV_RETURN_IF_ERROR((*segment.cache)->reserve(segment.first_position + segment.n_tokens));
     for (int64_t i = 0; i < segment.n_tokens; ++i)
@@ -734,7 +910,7 @@ Status CudaDecoder::forward(std::span<const Segment> segments, std::span<const i
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const DeviceLayer& layer = weights_->layers[static_cast<size_t>(l)];
     MOENAV_RETURN_IF_ERROR(cuda::rms_norm(context, hidden, layer.attn_norm, normed, n_rows, c.hidden, c.norm_eps));
-    MOENAV_RETURN_IF_ERROR(attention(l, segments));
+    MOENAV_RETURN_IF_ERROR(mla ? mla_attention(l, segments) : attention(l, segments));
     MOENAV_RETURN_IF_ERROR(cuda::add(context, hidden, block_output, hidden, width));
     MOENAV_RETURN_IF_ERROR(cuda::rms_norm(context, hidden, layer.ffn_norm, normed, n_rows, c.hidden, c.norm_eps));
     if (c.is_moe_layer(l)) {

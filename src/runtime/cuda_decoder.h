@@ -7,9 +7,10 @@
 // each MoE layer a round trip to the host; the selections are then copied back without waiting
 // and given to the observer, layer by layer, once the step's logits are in.
 //
-// Not yet here (refused with a message at creation): multi-head latent attention, projection and
-// expert biases, the clamped SwiGLU of gpt-oss, gated shared experts. Experts that do not fit
-// device.gpu_memory stay in host memory behind a device expert cache (device_expert_cache.h).
+// Every architecture of the CPU backend runs here: multi-head latent attention (DeepSeek, its
+// latent cache as on the CPU), projection and expert biases and the clamped SwiGLU (gpt-oss),
+// gated shared experts (Qwen2-MoE). Experts that do not fit device.gpu_memory stay in host
+// memory behind a device expert cache (device_expert_cache.h).
 #pragma once
 
 #include <cstdint>
@@ -81,6 +82,8 @@ class CudaDecoder {
   Status moe_on_device(int64_t layer, int64_t n_rows, int64_t k, bool observe);
   void observe_device_routes(int64_t n_rows, const RoutingPolicy& policy,
                              const RoutingObserver& observer) const;
+  Status shared_expert(int64_t layer, int64_t n_rows);
+  Status mla_attention(int64_t layer, std::span<const Segment> segments);
 
   const Model* model_ = nullptr;
   ThreadPool* pool_ = nullptr;

@@ -124,11 +124,13 @@ struct MatmulCase {
   DType dtype;
   int64_t tokens;
   cuda::GemmPrecision precision;
+  int64_t cols = 512;  // 2 super-blocks; plain types also take widths that are not whole blocks
 };
 
 void PrintTo(const MatmulCase& c, std::ostream* out) {
-  *out << dtype_name(c.dtype) << " T=" << c.tokens
-       << (c.tokens <= cuda::kMatvecMaxTokens ? " matvec"
+  *out << dtype_name(c.dtype) << " T=" << c.tokens << " K=" << c.cols
+       << (c.cols % 32 != 0 ? " ragged"
+           : c.tokens <= cuda::kMatvecMaxTokens ? " matvec"
            : c.precision == cuda::GemmPrecision::Bf16 ? " gemm bf16" : " gemm f32");
 }
 
@@ -136,7 +138,7 @@ class CudaMatmul : public CudaTest, public ::testing::WithParamInterface<MatmulC
 
 TEST_P(CudaMatmul, MatchesDequantizedReference) {
   const MatmulCase c = GetParam();
-  const int64_t rows = 72, cols = 512;  // 72 rows: a partial block of warps; 512: 2 super-blocks
+  const int64_t rows = 72, cols = c.cols;  // 72 rows: a partial block of warps
   const int64_t row_bytes = dtype_bytes(c.dtype, cols);
   std::vector<uint8_t> weight(static_cast<size_t>(rows * row_bytes));
   std::vector<float> dequantized(static_cast<size_t>(rows * cols));
@@ -172,7 +174,7 @@ TEST_P(CudaMatmul, MatchesDequantizedReference) {
       energy += reference * reference;
     }
   }
-  const bool bf16 = c.tokens > cuda::kMatvecMaxTokens && c.precision == cuda::GemmPrecision::Bf16;
+  const bool bf16 = c.tokens > cuda::kMatvecMaxTokens && c.precision == cuda::GemmPrecision::Bf16 && c.cols % 32 == 0;
   EXPECT_LE(error / energy, bf16 ? 2e-5 : 1e-10);
 }
 
@@ -184,6 +186,10 @@ std::vector<MatmulCase> matmul_cases() {
     for (cuda::GemmPrecision precision : {cuda::GemmPrecision::Bf16, cuda::GemmPrecision::F32})
       cases.push_back({dtype, 40, precision});
   }
+  for (DType dtype : {DType::F32, DType::F16, DType::BF16}) {  // MLA's per-head widths of small models
+    for (int64_t tokens : {1, 40}) cases.push_back({dtype, tokens, cuda::GemmPrecision::Bf16, 48});
+  }
+  cases.push_back({DType::F32, 3, cuda::GemmPrecision::F32, 16});
   return cases;
 }
 
@@ -252,6 +258,45 @@ TEST_F(CudaTest, SiluMulAndAddMatchCpu) {
   expect_close(download<float>(*out, n), expected_silu, 1e-5f, "silu_mul");
   ASSERT_TRUE(cuda::add(*context_, g.as<float>(), u.as<float>(), g.as<float>(), n).ok());
   expect_close(download<float>(g, n), expected_sum, 1e-6f, "add in place");
+}
+
+// gpt-oss's clamped SwiGLU (as layers/ffn.cpp's activation), a broadcast bias, the sigmoid-gated
+// add of Qwen2-MoE's shared expert, and a column block copied between row strides.
+TEST_F(CudaTest, ClampedSwigluBiasGatedAddAndColumnCopyMatchCpu) {
+  const int64_t rows = 5, width = 200;
+  const size_t n = static_cast<size_t>(rows * width);
+  const float alpha = 1.702f, limit = 7.0f;
+  const std::vector<float> gate = random_floats(n, 3, 6.0f), up = random_floats(n, 4, 6.0f);
+  const std::vector<float> bias = random_floats(static_cast<size_t>(width), 5);
+  const std::vector<float> logits = random_floats(static_cast<size_t>(rows), 6, 2.0f);
+  std::vector<float> clamped(n), biased(n), gated(n);
+  for (size_t i = 0; i < n; ++i) {
+    const float g = std::min(gate[i], limit), u = std::clamp(up[i], -limit, limit);
+    clamped[i] = (u + 1.0f) * (g / (1.0f + std::exp(-g * alpha)));
+    biased[i] = gate[i] + bias[i % static_cast<size_t>(width)];
+    gated[i] = up[i] + gate[i] / (1.0f + std::exp(-logits[i / static_cast<size_t>(width)]));
+  }
+  cuda::DeviceBuffer g = upload(gate), u = upload(up), b = upload(bias), l = upload(logits);
+  auto out = context_->allocate(static_cast<int64_t>(n * 4), "out");
+  ASSERT_TRUE(out.ok());
+  ASSERT_TRUE(cuda::clamped_swiglu(*context_, g.as<float>(), u.as<float>(), out->as<float>(), n, alpha, limit).ok());
+  expect_close(download<float>(*out, n), clamped, 1e-5f, "clamped_swiglu");
+  ASSERT_TRUE(cuda::add_gated(*context_, u.as<float>(), g.as<float>(), l.as<float>(), rows, width).ok());
+  expect_close(download<float>(u, n), gated, 1e-5f, "add_gated");
+  ASSERT_TRUE(cuda::add_bias(*context_, g.as<float>(), b.as<float>(), rows, width).ok());
+  expect_close(download<float>(g, n), biased, 1e-6f, "add_bias");
+
+  // Columns [30, 30 + 17) of the [5, 200] biased rows into a [5, 20] block at column 2.
+  const int64_t first = 30, columns = 17, stride = 20;
+  auto block = context_->allocate(rows * stride * 4, "block");
+  ASSERT_TRUE(block.ok());
+  ASSERT_TRUE(context_->zero(block->data(), rows * stride * 4).ok());
+  ASSERT_TRUE(cuda::copy_columns(*context_, g.as<float>() + first, width, block->as<float>() + 2, stride, rows, columns).ok());
+  std::vector<float> expected(static_cast<size_t>(rows * stride), 0.0f);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < columns; ++i)
+      expected[static_cast<size_t>(r * stride + 2 + i)] = biased[static_cast<size_t>(r * width + first + i)];
+  EXPECT_EQ(download<float>(*block, expected.size()), expected);
 }
 
 // An f16 K/V store gives the CPU KvCache's bits: saturated to +-65504, rounded to nearest even
@@ -444,7 +489,10 @@ INSTANTIATE_TEST_SUITE_P(
                       AttentionCase{"sliding window 16 with sinks d64", 24, 500, 8, 2, 64, 16, true},
                       AttentionCase{"tiny-mixtral shape d32", 5, 10, 8, 4, 32, 0, false},
                       AttentionCase{"f16 cache, decode at 700 gqa 8/2 d64", 1, 700, 8, 2, 64, 0, false, DType::F16},
-                      AttentionCase{"f16 cache, window 16 with sinks", 24, 500, 8, 2, 64, 16, true, DType::F16}));
+                      AttentionCase{"f16 cache, window 16 with sinks", 24, 500, 8, 2, 64, 16, true, DType::F16},
+                      // MLA as multi-query attention over [latent 512 | rotary key 64] rows
+                      AttentionCase{"mla decode at 300 mqa 16/1 d576", 1, 300, 16, 1, 576, 0, false},
+                      AttentionCase{"mla prefill 6 mqa 4/1 d576, f16", 6, 0, 4, 1, 576, 0, false, DType::F16}));
 
 TEST(CudaAttentionArguments, RejectsHeadDimAboveTheKernelLimit) {
   if (!cuda::available().ok()) GTEST_SKIP() << "skipped, no usable CUDA device: " << cuda::available().message();
@@ -453,10 +501,10 @@ TEST(CudaAttentionArguments, RejectsHeadDimAboveTheKernelLimit) {
   cuda::AttentionArgs args;
   args.n_tokens = 1;
   args.n_heads = args.n_kv_heads = 1;
-  args.head_dim = 512;
+  args.head_dim = 640;
   const Status status = cuda::attention(**context, args);
   EXPECT_FALSE(status.ok());
-  EXPECT_NE(status.message().find("head dim 512"), std::string::npos) << status.message();
+  EXPECT_NE(status.message().find("head dim 640"), std::string::npos) << status.message();
 }
 
 }  // namespace

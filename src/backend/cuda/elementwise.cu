@@ -1,5 +1,6 @@
-// The small ops of the CUDA backend: RMSNorm, RoPE, SiLU-mul, residual add, K/V cache stores,
-// and the row gather and weighted scatter of mixture-of-experts dispatch. Each mirrors its CPU reference
+// The small ops of the CUDA backend: RMSNorm, RoPE, the FFN activations, biases, residual and
+// gated adds, K/V cache stores, column copies, and the row gather and weighted scatter of
+// mixture-of-experts dispatch. Each mirrors its CPU reference
 // (layers/norm.cpp, layers/rope.cpp, layers/ffn.cpp) operation for operation in f32.
 #include "backend/cuda/cuda_internal.h"
 #include "backend/cuda_ops.h"
@@ -59,6 +60,36 @@ __global__ void silu_mul_kernel(const float* gate, const float* up, float* outpu
   }
 }
 
+__global__ void clamped_swiglu_kernel(const float* gate, const float* up, float* output,
+                                      int64_t n, float alpha, float limit) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const float g = fminf(gate[i], limit);
+  const float u = fminf(fmaxf(up[i], -limit), limit);
+  output[i] = (u + 1.0f) * (g / (1.0f + expf(-g * alpha)));
+}
+
+__global__ void add_bias_kernel(float* rows, const float* bias, int64_t width, int64_t n) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) rows[i] += bias[i % width];
+}
+
+__global__ void add_gated_kernel(float* output, const float* addend, const float* gate_logits,
+                                 int64_t width, int64_t n) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const float scale = 1.0f / (1.0f + expf(-gate_logits[i / width]));
+  output[i] += scale * addend[i];
+}
+
+__global__ void copy_columns_kernel(const float* source, int64_t source_stride, float* destination,
+                                    int64_t destination_stride, int64_t width, int64_t n) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const int64_t row = i / width, column = i % width;
+  destination[row * destination_stride + column] = source[row * source_stride + column];
+}
+
 __global__ void store_f16_kernel(const float* source, __half* cache, int64_t n) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
@@ -109,6 +140,36 @@ Status silu_mul(Context& context, const float* gate, const float* up, float* out
   if (n <= 0) return ok_status();
   return launch("silu_mul", silu_mul_kernel, blocks_for(n), kThreads, context.impl().stream, gate,
                 up, output, n);
+}
+
+Status clamped_swiglu(Context& context, const float* gate, const float* up, float* output,
+                      int64_t n, float alpha, float limit) {
+  if (n <= 0) return ok_status();
+  return launch("clamped_swiglu", clamped_swiglu_kernel, blocks_for(n), kThreads, context.impl().stream,
+                gate, up, output, n, alpha, limit);
+}
+
+Status add_bias(Context& context, float* rows, const float* bias, int64_t n_rows, int64_t width) {
+  const int64_t n = n_rows * width;
+  if (n <= 0 || bias == nullptr) return ok_status();
+  return launch("add_bias", add_bias_kernel, blocks_for(n), kThreads, context.impl().stream, rows, bias,
+                width, n);
+}
+
+Status add_gated(Context& context, float* output, const float* addend, const float* gate_logits,
+                 int64_t n_rows, int64_t width) {
+  const int64_t n = n_rows * width;
+  if (n <= 0) return ok_status();
+  return launch("add_gated", add_gated_kernel, blocks_for(n), kThreads, context.impl().stream, output,
+                addend, gate_logits, width, n);
+}
+
+Status copy_columns(Context& context, const float* source, int64_t source_stride, float* destination,
+                    int64_t destination_stride, int64_t n_rows, int64_t width) {
+  const int64_t n = n_rows * width;
+  if (n <= 0) return ok_status();
+  return launch("copy_columns", copy_columns_kernel, blocks_for(n), kThreads, context.impl().stream,
+                source, source_stride, destination, destination_stride, width, n);
 }
 
 Status store_kv(Context& context, const float* source, void* cache, int64_t n, DType type) {

@@ -2,6 +2,8 @@
 // elements of a row (a Q8_0/Q4_0 block, an eighth of a k-quant super-block, 32 plain values),
 // dequantized to f32 in registers with the block formats of quant/blocks.h.
 //
+// Plain rows of a width that is not whole chunks take a simpler warp-per-(row, token) kernel.
+//
 // Decode (T <= kMatvecMaxTokens): one warp per weight row, lane i takes chunks i, i + 32, ...,
 // each chunk is dequantized once and dotted with all T token rows; the bound is the weight bytes
 // over HBM bandwidth. Prefill: the weight is dequantized slice by slice into scratch (bf16, or
@@ -53,6 +55,35 @@ __global__ void matvec_kernel(const uint8_t* weight, const void* const* table,
   }
 }
 
+// Plain (f32, f16, bf16) rows whose width is not whole chunks (MLA's per-head matrices of small
+// models): one warp per (row, token), lane i takes elements i, i + 32, ...
+template <DType kType>
+__global__ void ragged_matvec_kernel(const uint8_t* weight, const void* const* table,
+                                     const int32_t* selected, int64_t rows, int64_t cols,
+                                     const float* input, int64_t n_tokens, float* output) {
+  if (table) weight = static_cast<const uint8_t*>(table[*selected]);
+  const int lane = threadIdx.x % 32;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
+  if (row >= rows) return;
+  for (int64_t t = blockIdx.y; t < n_tokens; t += gridDim.y) {
+    float sum = 0.0f;
+    for (int64_t i = lane; i < cols; i += 32) {
+      float w;
+      if constexpr (kType == DType::F32) {
+        w = reinterpret_cast<const float*>(weight)[row * cols + i];
+      } else {
+        const uint16_t bits = reinterpret_cast<const uint16_t*>(weight)[row * cols + i];
+        w = kType == DType::F16 ? half_bits_to_float(bits) : bf16_bits_to_float(bits);
+      }
+      sum += w * input[t * cols + i];
+    }
+    sum = warp_sum(sum);
+    if (lane == 0) output[t * rows + row] = sum;
+  }
+}
+
+constexpr bool is_plain(DType type) { return type == DType::F32 || type == DType::F16 || type == DType::BF16; }
+
 // out[r, :] for rows [0, n_rows) of `weight`, as Out (float or bf16); one thread per chunk.
 template <DType kType, typename Out>
 __global__ void dequantize_kernel(const uint8_t* weight, int64_t row_bytes, int64_t n_rows,
@@ -87,6 +118,13 @@ Status launch_matvec(Context& context, const DeviceWeight& weight, const float* 
   const dim3 block(32 * kWarpsPerBlock);
   cudaStream_t stream = context.impl().stream;
   const auto* data = static_cast<const uint8_t*>(weight.data);
+  if constexpr (is_plain(kType)) {
+    if (weight.cols % kChunk != 0) {
+      const dim3 ragged_grid(grid.x, static_cast<unsigned>(std::min<int64_t>(n_tokens, 65535)));
+      return launch("ragged matvec", ragged_matvec_kernel<kType>, ragged_grid, block, stream, data,
+                    table, selected, weight.rows, weight.cols, input, n_tokens, output);
+    }
+  }
   const int tokens = static_cast<int>(n_tokens);
   auto run = [&](auto kernel) {
     return launch("matvec", kernel, grid, block, stream, data, table, selected, weight.row_bytes(),
@@ -154,15 +192,17 @@ Status launch_gemm(Context& context, const DeviceWeight& weight, const float* in
 template <DType kType>
 Status dispatch(Context& context, const DeviceWeight& weight, const float* input,
                 int64_t n_tokens, float* output) {
-  return n_tokens <= kMatvecMaxTokens ? launch_matvec<kType>(context, weight, input, n_tokens, output)
-                                      : launch_gemm<kType>(context, weight, input, n_tokens, output);
+  const bool ragged = weight.cols % kChunk != 0;  // plain rows only (check_weight)
+  return n_tokens <= kMatvecMaxTokens || ragged
+             ? launch_matvec<kType>(context, weight, input, n_tokens, output)
+             : launch_gemm<kType>(context, weight, input, n_tokens, output);
 }
 
 Status check_weight(const DeviceWeight& weight) {
   if (!matmul_supported(weight.dtype)) {
     return Status::errorf("CUDA matmul: weight type {} is not supported", dtype_name(weight.dtype));
   }
-  if (weight.cols % kChunk != 0 || !row_size_valid(weight.dtype, weight.cols)) {
+  if ((weight.cols % kChunk != 0 && !is_plain(weight.dtype)) || !row_size_valid(weight.dtype, weight.cols)) {
     return Status::errorf("CUDA matmul: a {} row of {} elements is not whole blocks of 32",
                           dtype_name(weight.dtype), weight.cols);
   }
