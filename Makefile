@@ -13,7 +13,7 @@ TUNE_MINUTES ?= 3
 TUNE_DB ?= $(BUILD)/moenav-results.db
 
 EMULATED_BUILD ?= build-emulated
-EMULATED_TESTS = test_cuda_ops test_cuda_dequantize test_cuda_emulator test_cuda_engine test_cuda_architectures
+EMULATED_TESTS = test_cuda_ops test_cuda_experts test_cuda_dequantize test_cuda_emulator test_cuda_engine test_cuda_architectures
 
 .PHONY: setup build run test test-emulated clean
 

@@ -46,14 +46,23 @@ bench() {  # name, then bench arguments; one JSON line per run in bench.jsonl, l
 bench tiny-cuda models/tiny-mixtral --backend cuda --prompt-tokens 512 --gen-tokens 128 --reps 5
 bench tiny-cuda-q8_0 models/tiny-mixtral --backend cuda --weights-type q8_0 --prompt-tokens 512 --gen-tokens 128 --reps 5
 bench tiny-cuda-cached models/tiny-mixtral --backend cuda --cache-size 2 --prompt-tokens 512 --gen-tokens 128 --reps 5
+# bf16 prefill: resident routed experts as grouped GEMMs (against f32 per-expert GEMMs above).
+bench tiny-cuda-bf16 models/tiny-mixtral --backend cuda --gemm-precision bf16 --prompt-tokens 512 --gen-tokens 128 --reps 5
+# A launch per kernel instead of one recorded graph per decode step: what the graphs save.
+bench tiny-cuda-no-graphs models/tiny-mixtral --backend cuda --cuda-graphs false --prompt-tokens 512 --gen-tokens 128 --reps 5
 
 if [ "${BIG:-0}" = 1 ]; then
   big=/tmp/mixtral-8x7b-q4_0.gguf
   [ -f "$big" ] || python3 .deps/tools/make_synthetic_gguf.py --preset mixtral-8x7b --type q4_0 \
       --threads "$jobs" --out "$big" -q
-  # bf16 tensor-core prefill GEMMs (the prefill goals); decode is f32 matvec either way.
+  # bf16 tensor-core prefill GEMMs (the prefill goals), the routed experts grouped; the f32
+  # run's experts go one by one through cuBLAS. Decode is f32 matvec either way.
   bench mixtral-cuda "$big" --backend cuda --gemm-precision bf16 --prompt-tokens 512 \
       --gen-tokens 128 --reps 3
+  bench mixtral-cuda-f32 "$big" --backend cuda --gemm-precision f32 --prompt-tokens 512 \
+      --gen-tokens 16 --reps 3
+  bench mixtral-cuda-no-graphs "$big" --backend cuda --cuda-graphs false --prompt-tokens 16 \
+      --gen-tokens 64 --reps 3
   # Under a budget: misses split between PCIe and the CPU, next-layer experts prefetched on the
   # copy stream.
   for budget in 24GiB 16GiB 8GiB; do

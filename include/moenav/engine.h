@@ -96,6 +96,8 @@ class Engine {
   // The GPU memory high-water mark of device.backend cuda (weights, caches, scratch); -1 on the
   // CPU backend.
   int64_t gpu_peak_bytes() const;
+  // Decode steps device.backend cuda launched as one recorded CUDA graph; -1 on the CPU backend.
+  int64_t gpu_graph_launches() const;
 
   // Called with every MoE layer's routing (traces, statistics).
   void set_routing_observer(std::function<void(int64_t layer, const Routing&)> observer);

@@ -32,7 +32,10 @@ struct DeviceConfig {
   std::string gpu_memory;   // byte size such as "16GiB"; "" = no limit
   std::string host_memory;  // expert-cache budget on the CPU-only build; "" = no limit
   int threads = 0;          // 0 = all cores
-  std::string gemm_precision = "f32";  // CUDA prefill GEMMs: "f32" (exact) or "bf16" (tensor cores)
+  // CUDA prefill GEMMs: "f32" (exact) or "bf16" (tensor cores; resident routed experts then run
+  // as grouped GEMMs that dequantize in shared memory)
+  std::string gemm_precision = "f32";
+  bool cuda_graphs = true;  // CUDA decode steps routed on the device replay as recorded graphs
 };
 
 struct PlacementRule {

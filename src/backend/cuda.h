@@ -98,6 +98,26 @@ class Event {
   void* handle_ = nullptr;  // cudaEvent_t
 };
 
+// A recorded run of the compute stream's work (a CUDA graph), replayed by Context::launch with
+// the arguments it was recorded with: one launch instead of a kernel launch per op. Made by
+// Context::begin_capture ... end_capture. Move-only; must not outlive its Context.
+class Graph {
+ public:
+  Graph() = default;
+  Graph(Graph&& other) noexcept;
+  Graph& operator=(Graph&& other) noexcept;
+  Graph(const Graph&) = delete;
+  Graph& operator=(const Graph&) = delete;
+  ~Graph();
+  explicit operator bool() const { return exec_ != nullptr; }
+
+ private:
+  friend class Context;
+  Graph(void* exec, int64_t scratch_generation) : exec_(exec), scratch_generation_(scratch_generation) {}
+  void* exec_ = nullptr;  // cudaGraphExec_t
+  int64_t scratch_generation_ = 0;  // the scratch area the recorded ops use
+};
+
 // The streams of a Context: kernels run on Compute; Copy carries expert uploads, so that they
 // overlap the kernels (ordered against them by events).
 enum class Stream { Compute, Copy };
@@ -152,6 +172,16 @@ class Context {
   Status zero(void* data, int64_t bytes);
   // Waits for both streams; an error of any kernel or copy queued before surfaces here.
   Status synchronize();
+  // Records instead of running what is queued on the compute stream until end_capture. Nothing
+  // that waits for the device or allocates (synchronize, download, allocate) may come between;
+  // such a call fails and so does end_capture.
+  Status begin_capture();
+  // Ends the capture (call it also after an error since begin_capture) and instantiates it.
+  Expected<Graph> end_capture();
+  // Whether `graph` still uses the current scratch area (an op's scratch grown since the
+  // capture moved it); launch refuses a graph that does not.
+  bool is_current(const Graph& graph) const;
+  Status launch(const Graph& graph);
 
   GemmPrecision gemm_precision() const;
   void set_gemm_precision(GemmPrecision precision);

@@ -50,12 +50,65 @@ inline bool matmul_supported(DType weight_type) {
 constexpr int64_t kMatvecMaxTokens = 8;
 Status matmul(Context& context, const DeviceWeight& weight, const float* input, int64_t n_tokens,
               float* output);
-// matmul of up to kMatvecMaxTokens tokens by a weight chosen on the device: table[*selected],
-// a device array of the data of same-shaped matrices (one layer's experts), each as `shape`
-// says (its data unused). Routing chosen on the device thus needs no trip to the host.
-Status matmul_selected(Context& context, const DeviceWeight& shape, const void* const* table,
-                       const int32_t* selected, const float* input, int64_t n_tokens,
-                       float* output);
+// The routed experts of a decode step whose routing was chosen on the device (router_top_k),
+// every (token, slot) pair p = token * k + slot in one launch per projection: pair p runs expert
+// selected[p], whose matrices are table[selected[p]] in device arrays of one layer's same-shaped
+// experts (each as the shape says; its data unused). No trip to the host for the selection.
+struct SelectedExperts {
+  DeviceWeight gate, up, down;  // shapes only
+  const void* const* gate_table = nullptr;
+  const void* const* up_table = nullptr;
+  const void* const* down_table = nullptr;
+  const int32_t* selected = nullptr;  // [n_pairs]
+  int64_t n_pairs = 0;                // tokens * k, at most 65535
+  int64_t k = 0;                      // pairs per token
+};
+// The experts' activation: SwiGLU, or gpt-oss's clamped one (see clamped_swiglu).
+struct GluArgs {
+  bool clamped = false;
+  float alpha = 1.702f;
+  float limit = 7.0f;
+};
+// activated[p, :] = act(gate . x, up . x) of pair p's expert, x = input[p / k]: [n_pairs, N].
+Status selected_gate_up(Context& context, const SelectedExperts& experts, const float* input,
+                        const GluArgs& glu, float* activated);
+// output[p, :] = down . activated[p] of pair p's expert: [n_pairs, hidden].
+Status selected_down(Context& context, const SelectedExperts& experts, const float* activated,
+                     float* output);
+// output[t, :] = the sum over slots, in slot order (as the CPU's Combine), of weights[p] *
+// pair_output[p, :], p = t * k + slot, or pair_rows[t * k + slot] where given (device [T * k];
+// a negative row: a skipped selection, left out).
+Status combine_slots(Context& context, const float* pair_output, const float* weights,
+                     int64_t n_tokens, int64_t k, int64_t width, float* output,
+                     const int32_t* pair_rows = nullptr);
+
+// The routed experts of a prefill batch routed on the host, grouped: the (token, slot) pairs
+// sorted by expert, group g the rows [group_first[g], group_first[g + 1]) of expert
+// group_experts[g] (tables as SelectedExperts'), every group in one launch per projection.
+// Weights are dequantized tile by tile into shared memory and multiplied on tensor cores: bf16
+// inputs (bf16 rows: uint16_t bits), f32 accumulation, as the bf16 GEMM of matmul.
+constexpr int64_t kGroupedTileRows = 64;  // pair rows per tile
+// The row tiles of a group of `group_rows` pairs; n_row_tiles sums them over the groups.
+int64_t grouped_row_tiles(int64_t group_rows);
+struct GroupedExperts {
+  DeviceWeight gate, up, down;  // shapes only
+  const void* const* gate_table = nullptr;
+  const void* const* up_table = nullptr;
+  const void* const* down_table = nullptr;
+  const int32_t* group_experts = nullptr;  // device [n_groups]
+  const int32_t* group_first = nullptr;    // device [n_groups + 1]
+  int64_t n_groups = 0;
+  int64_t n_row_tiles = 0;                 // at most 65535
+};
+// activated[p, :] = bf16(act(gate . x, up . x)) of the pair's expert, x = input[p]: [pairs, N].
+Status grouped_gate_up(Context& context, const GroupedExperts& experts, const uint16_t* input,
+                       const GluArgs& glu, uint16_t* activated);
+// output[p, :] = down . activated[p] of the pair's expert: f32 [pairs, hidden].
+Status grouped_down(Context& context, const GroupedExperts& experts, const uint16_t* activated,
+                    float* output);
+// dst[i, :] = bf16(src[rows[i], :]): the grouped experts' input rows.
+Status gather_rows_bf16(Context& context, const float* src, int64_t cols, const int32_t* rows,
+                        int64_t n, uint16_t* dst);
 
 // output[r, :] = input[r, :] / sqrt(mean(input[r, :]^2) + eps) * weight; output may alias input.
 Status rms_norm(Context& context, const float* input, const float* weight, float* output,
@@ -114,13 +167,17 @@ struct RouterArgs {
 };
 Status router_top_k(Context& context, const RouterArgs& args);
 
-// Writes n floats into a K/V cache of `type`: F32 as they are, F16 saturated to +-65504 and
-// rounded to nearest even, as the CPU's KvCache stores them.
-Status store_kv(Context& context, const float* source, void* cache, int64_t n, DType type);
+// Writes n_rows rows of `width` floats into a K/V cache of `type`, row r at the cache row of
+// position positions[r] (device [n_rows]; a row is `width` elements): F32 as they are, F16
+// saturated to +-65504 and rounded to nearest even, as the CPU's KvCache stores them. The
+// positions are read on the device, so a recorded graph stores each step where it belongs.
+Status store_kv(Context& context, const float* source, void* cache, int64_t width,
+                const int32_t* positions, int64_t n_rows, DType type);
 
 // Causal attention over f32 or f16 K/V caches (flash-decoding: the visible keys are split into chunks
-// processed in parallel, then merged). Token t is at position first_position + t and sees
-// positions [max(0, its position - window + 1) when window > 0, else 0, its position].
+// processed in parallel, then merged). Token t is at position positions[t] (read on the device),
+// or first_position + t without positions, and sees positions [max(0, its position - window + 1)
+// when window > 0, else 0, its position].
 struct AttentionArgs {
   const float* queries = nullptr;  // [T, H, D]
   const void* keys = nullptr;      // [P, KVH, D] of kv_type
@@ -133,6 +190,10 @@ struct AttentionArgs {
   int64_t n_kv_heads = 0;          // divides n_heads
   int64_t head_dim = 0;            // <= 576 (MLA's latent and rotary key)
   int64_t first_position = 0;
+  const int32_t* positions = nullptr;  // device [T], or nullptr
+  // Above every position: how many key splits to launch (empty ones cost little, so a graph can
+  // use the cache's capacity); 0: first_position + n_tokens.
+  int64_t max_positions = 0;
   int64_t window = 0;
   float scale = 1.0f;
 };

@@ -63,13 +63,34 @@ Status Context::wait(Stream, const Event&) { return not_built(); }
 Status Context::copy(void*, const void*, int64_t) { return not_built(); }
 Status Context::zero(void*, int64_t) { return not_built(); }
 Status Context::synchronize() { return not_built(); }
+Graph::Graph(Graph&& other) noexcept { std::swap(exec_, other.exec_); }
+Graph& Graph::operator=(Graph&& other) noexcept {
+  std::swap(exec_, other.exec_);
+  return *this;
+}
+Graph::~Graph() = default;
+Status Context::begin_capture() { return not_built(); }
+Expected<Graph> Context::end_capture() { return not_built(); }
+bool Context::is_current(const Graph&) const { return false; }
+Status Context::launch(const Graph&) { return not_built(); }
 GemmPrecision Context::gemm_precision() const { return GemmPrecision::F32; }
 void Context::set_gemm_precision(GemmPrecision) {}
 void Context::release(void*, int64_t) {}
 
 Status matmul(Context&, const DeviceWeight&, const float*, int64_t, float*) { return not_built(); }
-Status matmul_selected(Context&, const DeviceWeight&, const void* const*, const int32_t*,
-                       const float*, int64_t, float*) {
+Status selected_gate_up(Context&, const SelectedExperts&, const float*, const GluArgs&, float*) {
+  return not_built();
+}
+Status selected_down(Context&, const SelectedExperts&, const float*, float*) { return not_built(); }
+Status combine_slots(Context&, const float*, const float*, int64_t, int64_t, int64_t, float*, const int32_t*) {
+  return not_built();
+}
+int64_t grouped_row_tiles(int64_t group_rows) { return (group_rows + kGroupedTileRows - 1) / kGroupedTileRows; }
+Status grouped_gate_up(Context&, const GroupedExperts&, const uint16_t*, const GluArgs&, uint16_t*) {
+  return not_built();
+}
+Status grouped_down(Context&, const GroupedExperts&, const uint16_t*, float*) { return not_built(); }
+Status gather_rows_bf16(Context&, const float*, int64_t, const int32_t*, int64_t, uint16_t*) {
   return not_built();
 }
 Status rms_norm(Context&, const float*, const float*, float*, int64_t, int64_t, float) {
@@ -77,8 +98,18 @@ Status rms_norm(Context&, const float*, const float*, float*, int64_t, int64_t, 
 }
 Status rope(Context&, const RopeArgs&) { return not_built(); }
 Status silu_mul(Context&, const float*, const float*, float*, int64_t) { return not_built(); }
+Status clamped_swiglu(Context&, const float*, const float*, float*, int64_t, float, float) {
+  return not_built();
+}
 Status add(Context&, const float*, const float*, float*, int64_t) { return not_built(); }
-Status store_kv(Context&, const float*, void*, int64_t, DType) { return not_built(); }
+Status add_bias(Context&, float*, const float*, int64_t, int64_t) { return not_built(); }
+Status add_gated(Context&, float*, const float*, const float*, int64_t, int64_t) { return not_built(); }
+Status copy_columns(Context&, const float*, int64_t, float*, int64_t, int64_t, int64_t) {
+  return not_built();
+}
+Status store_kv(Context&, const float*, void*, int64_t, const int32_t*, int64_t, DType) {
+  return not_built();
+}
 Status router_top_k(Context&, const RouterArgs&) { return not_built(); }
 Status attention(Context&, const AttentionArgs&) { return not_built(); }
 Status gather_rows(Context&, const float*, int64_t, const int32_t*, int64_t, float*) {

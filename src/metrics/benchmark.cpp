@@ -56,6 +56,7 @@ nlohmann::json BenchResult::to_json() const {
           {"peak_rss_bytes", peak_rss_bytes},
           {"gpu_peak_bytes", gpu_peak_bytes},
           {"gpu_process_bytes_nvml", gpu_process_bytes},
+          {"gpu_graph_launches", gpu_graph_launches},
           {"decode_weight_bytes_per_token", decode_bytes_per_token},
           {"stage_seconds", [&] {
              nlohmann::json out = nlohmann::json::object();
@@ -97,6 +98,7 @@ Expected<BenchResult> run_benchmark(Engine& engine, std::span<const int32_t> pro
   result.stages = engine.stage_times();
   result.peak_rss_bytes = moenav::peak_rss_bytes();
   result.gpu_peak_bytes = engine.gpu_peak_bytes();
+  result.gpu_graph_launches = engine.gpu_graph_launches();
   if (result.gpu_peak_bytes >= 0) {
     auto process = cuda::nvml_process_bytes();
     result.gpu_process_bytes = process.ok() ? *process : -1;

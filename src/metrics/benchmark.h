@@ -38,6 +38,7 @@ struct BenchResult {
   int64_t peak_rss_bytes = 0;
   int64_t gpu_peak_bytes = -1;         // the device allocator's high-water mark; -1 on the CPU
   int64_t gpu_process_bytes = -1;      // NVML's figure for this process at the end; -1 if none
+  int64_t gpu_graph_launches = -1;     // decode steps launched as a CUDA graph; -1 on the CPU
   int64_t decode_bytes_per_token = 0;  // weights a decode step reads (top-k experts)
   StageTimes stages;                   // summed over the measured repetitions
   nlohmann::json to_json() const;

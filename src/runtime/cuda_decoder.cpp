@@ -112,6 +112,7 @@ Status upload_expert_tables(DeviceLayer& layer, cuda::Context& context,
       return ok_status();  // mixed types: the host routes this layer
     }
   }
+  if (first.gate.cols % 32 != 0 || first.down.cols % 32 != 0) return ok_status();  // rows of partial chunks
   auto table = [&](const DeviceWeight DeviceFfn::*projection, const char* what) -> Expected<const void* const*> {
     std::vector<const void*> data;
     for (const DeviceFfn& expert : layer.experts) data.push_back((expert.*projection).data);
@@ -177,6 +178,7 @@ Expected<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const Model& model,
   decoder->pool_ = &pool;
   MOENAV_ASSIGN_OR_RETURN(decoder->context_, cuda::Context::create(0, budget));
   decoder->kv_type_ = config.kv_cache.type == "f16" ? DType::F16 : DType::F32;
+  decoder->graphs_enabled_ = config.device.cuda_graphs;
   decoder->context_->set_gemm_precision(config.device.gemm_precision == "bf16" ? cuda::GemmPrecision::Bf16
                                                                               : cuda::GemmPrecision::F32);
   cuda::Context& context = *decoder->context_;
@@ -251,6 +253,7 @@ Expected<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const Model& model,
     return ok_status();
   };
   MOENAV_RETURN_IF_ERROR(with_budget_hint(upload_all()));
+  decoder->groups_experts_ = context.gemm_precision() == cuda::GemmPrecision::Bf16 && !slots.cached && !c.expert_bias;
   if (slots.cached) {
     MOENAV_ASSIGN_OR_RETURN(device.experts, DeviceExpertCache::create(context, model, config, slots, pool));
   }
@@ -265,6 +268,8 @@ Status CudaDecoder::ensure_capacity(int64_t n_rows, int64_t max_k) {
   const int64_t rows = std::max(n_rows, b.rows), k = std::max({max_k, b.k, int64_t{1}});
   const int64_t ffn = std::max({c.expert_ffn, c.dense_ffn, c.shared_expert_ffn});
   MOENAV_RETURN_IF_ERROR(context_->synchronize());  // the old buffers may still be in use
+  graph_ = cuda::Graph();  // it recorded the old buffers
+  graph_key_.clear();
   b = Buffers();
   auto floats = [&](DeviceBuffer& buffer, int64_t count, const char* what) -> Status {
     MOENAV_ASSIGN_OR_RETURN(buffer, context_->allocate(count * int64_t{sizeof(float)}, what));
@@ -298,17 +303,26 @@ Status CudaDecoder::ensure_capacity(int64_t n_rows, int64_t max_k) {
   MOENAV_RETURN_IF_ERROR(floats(b.positions, rows, "positions"));
   MOENAV_RETURN_IF_ERROR(floats(b.routes, rows * k, "routes"));
   MOENAV_RETURN_IF_ERROR(floats(b.route_weights, rows * k, "route weights"));
-  MOENAV_ASSIGN_OR_RETURN(b.route_staging, context_->allocate_pinned(2 * rows * k * int64_t{sizeof(float)}));
+  // [rows * k] routes, route weights, pair rows, then [n_experts] group experts, [n_experts + 1] group firsts
+  const int64_t grouping = rows * k + 2 * c.n_experts + 1;
+  MOENAV_ASSIGN_OR_RETURN(b.route_staging,
+                          context_->allocate_pinned((2 * rows * k + grouping) * int64_t{sizeof(float)}));
   MOENAV_ASSIGN_OR_RETURN(b.input_staging,
                           context_->allocate_pinned(rows * (c.hidden + 1) * int64_t{sizeof(float)}));
   MOENAV_ASSIGN_OR_RETURN(b.routed_staging,
                           context_->allocate_pinned(2 * c.n_layers * rows * k * int64_t{sizeof(float)}));
   MOENAV_RETURN_IF_ERROR(floats(b.selected, rows * k, "selected experts"));
   MOENAV_RETURN_IF_ERROR(floats(b.selected_weights, rows * k, "selected expert weights"));
-  MOENAV_RETURN_IF_ERROR(floats(b.pair_rows, rows * k, "pair rows"));
-  std::vector<int32_t> pair_rows(static_cast<size_t>(rows * k));
-  for (size_t i = 0; i < pair_rows.size(); ++i) pair_rows[i] = static_cast<int32_t>(static_cast<int64_t>(i) / k);
-  MOENAV_RETURN_IF_ERROR(context_->upload(b.pair_rows, pair_rows.data(), rows * k * int64_t{sizeof(int32_t)}));
+  const int64_t pairs = std::min(rows, kDeviceRoutingRows) * k;
+  MOENAV_RETURN_IF_ERROR(floats(b.pair_activated, pairs * ffn, "routed experts' activations"));
+  MOENAV_RETURN_IF_ERROR(floats(b.pair_output, pairs * c.hidden, "routed experts' outputs"));
+  if (groups_experts_) {  // every (token, slot) pair of a batch; bf16 rows are 2 bytes an element
+    MOENAV_ASSIGN_OR_RETURN(b.grouped_input, context_->allocate(rows * k * c.hidden * 2, "grouped experts' input"));
+    MOENAV_ASSIGN_OR_RETURN(b.grouped_activated,
+                            context_->allocate(rows * k * c.expert_ffn * 2, "grouped experts' activations"));
+    MOENAV_RETURN_IF_ERROR(floats(b.grouped_output, rows * k * c.hidden, "grouped experts' outputs"));
+    MOENAV_RETURN_IF_ERROR(floats(b.grouping, grouping, "expert groups"));
+  }
   MOENAV_RETURN_IF_ERROR(floats(b.logits, rows * c.vocab, "logits"));
   b.rows = rows;
   b.k = k;
@@ -341,7 +355,8 @@ Status CudaDecoder::forward(std::span<const Segment> segments, std::span<const i
     for (int64_t i = 0; i < segment.n_tokens; ++i)
       b.host_positions.push_back(static_cast<int32_t>(segment.first_position + i));
   }
-  // Embeddings are looked up on the host (any dtype) and uploaded: [T, hidden] floats.
+  // Embeddings are looked up on the host (any dtype) and staged with the positions; queue_step
+  // uploads them.
   auto* staged_rows = static_cast<float*>(b.input_staging.data());
   auto* staged_positions = reinterpret_cast<int32_t*>(staged_rows + b.rows * c.hidden);
   for (int64_t r = 0; r < n_rows; ++r) {
@@ -349,6 +364,74 @@ Status CudaDecoder::forward(std::span<const Segment> segments, std::span<const i
                           staged_rows + r * c.hidden, c.hidden);
   }
   std::copy(b.host_positions.begin(), b.host_positions.end(), staged_positions);
+
+  const bool on_device = routes_on_device(n_rows, policy);
+  MOENAV_RETURN_IF_ERROR(run_step(segments, n_rows, policy, observer, on_device));
+  int64_t out_row = 0;
+  for (const Segment& segment : segments) {
+    const int64_t n_out = segment.all_logits ? segment.n_tokens : 1;
+    segment.logits->resize(static_cast<size_t>(n_out * c.vocab));
+    MOENAV_RETURN_IF_ERROR(context.download(segment.logits->data(), b.logits, n_out * c.vocab * int64_t{sizeof(float)},
+                                            out_row * c.vocab * int64_t{sizeof(float)}));
+    out_row += n_out;
+  }
+  // The downloads above waited for the stream: the selections copied back have arrived.
+  if (on_device && observer) observe_device_routes(n_rows, policy, observer);
+  return ok_status();
+}
+
+// What a recorded step depends on besides the staged input: the rows of each segment and its
+// cache (buffers and capacity; positions are read on the device), which logits it wants, the
+// routing (k per layer) and whether the selections are copied back for an observer.
+std::vector<int64_t> CudaDecoder::step_key(std::span<const Segment> segments, int64_t n_rows,
+                                           const RoutingPolicy& policy, bool observe) const {
+  std::vector<int64_t> key = {n_rows, observe ? 1 : 0};
+  for (const Segment& segment : segments) {
+    const DeviceKvCache& cache = **segment.cache;
+    key.insert(key.end(), {reinterpret_cast<intptr_t>(cache.keys.data()), reinterpret_cast<intptr_t>(cache.values.data()),
+                           cache.capacity, segment.n_tokens, segment.all_logits ? 1 : 0});
+  }
+  for (int64_t l = 0; l < model_->config.n_layers; ++l) key.push_back(policy.k_for_layer(l));
+  return key;
+}
+
+// Steps routed on the device have no host work between their kernels, so they replay as a CUDA
+// graph: a shape seen for the first time runs eagerly (which also sizes the scratch area), the
+// next step of that shape is recorded, and later ones launch the recording.
+Status CudaDecoder::run_step(std::span<const Segment> segments, int64_t n_rows, const RoutingPolicy& policy,
+                             const RoutingObserver& observer, bool on_device) {
+  graphing_ = graphs_enabled_ && on_device;
+  if (!graphing_) return queue_step(segments, n_rows, policy, observer, on_device);
+  cuda::Context& context = *context_;
+  std::vector<int64_t> key = step_key(segments, n_rows, policy, static_cast<bool>(observer));
+  if (graph_ && key == graph_key_ && context.is_current(graph_)) {
+    ++graph_launches_;
+    return context.launch(graph_);
+  }
+  graph_ = cuda::Graph();
+  if (key != graph_key_) {
+    graph_key_ = std::move(key);
+    return queue_step(segments, n_rows, policy, observer, on_device);
+  }
+  MOENAV_RETURN_IF_ERROR(context.begin_capture());
+  const Status queued = queue_step(segments, n_rows, policy, observer, on_device);
+  Expected<cuda::Graph> graph = context.end_capture();
+  MOENAV_RETURN_IF_ERROR(queued.with_context("recording a decode step as a CUDA graph (--cuda-graphs false runs without)"));
+  if (!graph.ok()) return graph.status().with_context("recording a decode step as a CUDA graph (--cuda-graphs false runs without)");
+  graph_ = std::move(graph).value();
+  ++graph_launches_;
+  return context.launch(graph_);
+}
+
+// The step's device work, from the input upload to the logits at b.logits (each segment's rows
+// one after another), without waiting for the device.
+Status CudaDecoder::queue_step(std::span<const Segment> segments, int64_t n_rows, const RoutingPolicy& policy,
+                               const RoutingObserver& observer, bool on_device) {
+  const ModelConfig& c = model_->config;
+  cuda::Context& context = *context_;
+  Buffers& b = *buffers_;
+  auto* staged_rows = static_cast<float*>(b.input_staging.data());
+  auto* staged_positions = reinterpret_cast<int32_t*>(staged_rows + b.rows * c.hidden);
   MOENAV_RETURN_IF_ERROR(context.upload_pinned(b.hidden, staged_rows, n_rows * c.hidden * int64_t{sizeof(float)}));
   MOENAV_RETURN_IF_ERROR(context.upload_pinned(b.positions, staged_positions, n_rows * int64_t{sizeof(int32_t)}));
 
@@ -356,7 +439,7 @@ Status CudaDecoder::forward(std::span<const Segment> segments, std::span<const i
   float* normed = b.normed.as<float>();
   float* block_output = b.block_output.as<float>();
   const int64_t width = n_rows * c.hidden;
-  const bool on_device = routes_on_device(n_rows, policy);
+  const bool mla = c.attention == AttentionKind::Mla;
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const DeviceLayer& layer = weights_->layers[static_cast<size_t>(l)];
     MOENAV_RETURN_IF_ERROR(cuda::rms_norm(context, hidden, layer.attn_norm, normed, n_rows, c.hidden, c.norm_eps));
@@ -372,20 +455,18 @@ Status CudaDecoder::forward(std::span<const Segment> segments, std::span<const i
     MOENAV_RETURN_IF_ERROR(cuda::add(context, hidden, block_output, hidden, width));
   }
 
-  int64_t row = 0;
+  int64_t row = 0, out_row = 0;
   for (const Segment& segment : segments) {
     const int64_t first = segment.all_logits ? row : row + segment.n_tokens - 1;
     const int64_t n_out = segment.all_logits ? segment.n_tokens : 1;
-    MOENAV_RETURN_IF_ERROR(cuda::rms_norm(context, hidden + first * c.hidden, weights_->output_norm, normed,
+    float* segment_normed = normed + out_row * c.hidden;
+    MOENAV_RETURN_IF_ERROR(cuda::rms_norm(context, hidden + first * c.hidden, weights_->output_norm, segment_normed,
                                           n_out, c.hidden, c.norm_eps));
-    MOENAV_RETURN_IF_ERROR(cuda::matmul(context, weights_->output, normed, n_out, b.logits.as<float>()));
-    segment.logits->resize(static_cast<size_t>(n_out * c.vocab));
-    MOENAV_RETURN_IF_ERROR(context.download(segment.logits->data(), b.logits,
-                                            n_out * c.vocab * int64_t{sizeof(float)}));
+    MOENAV_RETURN_IF_ERROR(cuda::matmul(context, weights_->output, segment_normed, n_out,
+                                        b.logits.as<float>() + out_row * c.vocab));
     row += segment.n_tokens;
+    out_row += n_out;
   }
-  // The downloads above waited for the stream: the selections copied back have arrived.
-  if (on_device && observer) observe_device_routes(n_rows, policy, observer);
   return ok_status();
 }
 

@@ -48,9 +48,11 @@ Status CudaDecoder::attention(int64_t l, std::span<const Segment> segments) {
   int64_t row = 0;
   for (const Segment& segment : segments) {
     DeviceKvCache& cache = **segment.cache;
-    const int64_t n = segment.n_tokens * c.kv_dim();
-    MOENAV_RETURN_IF_ERROR(cuda::store_kv(context, k + row * c.kv_dim(), cache.keys_at(l, segment.first_position), n, cache.type));
-    MOENAV_RETURN_IF_ERROR(cuda::store_kv(context, v + row * c.kv_dim(), cache.values_at(l, segment.first_position), n, cache.type));
+    const int32_t* positions = b.positions.as<int32_t>() + row;
+    MOENAV_RETURN_IF_ERROR(cuda::store_kv(context, k + row * c.kv_dim(), cache.keys_at(l, 0), c.kv_dim(),
+                                          positions, segment.n_tokens, cache.type));
+    MOENAV_RETURN_IF_ERROR(cuda::store_kv(context, v + row * c.kv_dim(), cache.values_at(l, 0), c.kv_dim(),
+                                          positions, segment.n_tokens, cache.type));
     cuda::AttentionArgs args;
     args.queries = q + row * c.q_dim();
     args.keys = cache.keys_at(l, 0);
@@ -62,7 +64,8 @@ Status CudaDecoder::attention(int64_t l, std::span<const Segment> segments) {
     args.n_heads = c.n_heads;
     args.n_kv_heads = c.n_kv_heads;
     args.head_dim = c.head_dim;
-    args.first_position = segment.first_position;
+    args.positions = positions;
+    args.max_positions = graphing_ ? cache.capacity : segment.first_position + segment.n_tokens;
     args.window = c.uses_sliding_window(l) ? c.sliding_window : 0;
     args.scale = scale;
     MOENAV_RETURN_IF_ERROR(cuda::attention(context, args));
@@ -129,8 +132,9 @@ Status CudaDecoder::mla_attention(int64_t l, std::span<const Segment> segments) 
   int64_t row = 0;
   for (const Segment& segment : segments) {
     DeviceKvCache& cache = **segment.cache;
-    MOENAV_RETURN_IF_ERROR(cuda::store_kv(context, kv + row * width, cache.keys_at(l, segment.first_position),
-                                          segment.n_tokens * width, cache.type));
+    const int32_t* positions = b.positions.as<int32_t>() + row;
+    MOENAV_RETURN_IF_ERROR(cuda::store_kv(context, kv + row * width, cache.keys_at(l, 0), width, positions,
+                                          segment.n_tokens, cache.type));
     cuda::AttentionArgs args;
     args.queries = query + row * heads * width;
     args.keys = cache.keys_at(l, 0);
@@ -141,7 +145,8 @@ Status CudaDecoder::mla_attention(int64_t l, std::span<const Segment> segments) 
     args.n_heads = heads;
     args.n_kv_heads = 1;
     args.head_dim = width;
-    args.first_position = segment.first_position;
+    args.positions = positions;
+    args.max_positions = graphing_ ? cache.capacity : segment.first_position + segment.n_tokens;
     args.scale = scale;
     MOENAV_RETURN_IF_ERROR(cuda::attention(context, args));
     row += segment.n_tokens;

@@ -95,23 +95,19 @@ Status CudaDecoder::moe_on_device(int64_t l, int64_t n_rows, int64_t k, bool obs
     MOENAV_RETURN_IF_ERROR(context.download_pinned(reinterpret_cast<float*>(experts + all) + at, b.selected_weights,
                                                    n_rows * k * int64_t{sizeof(float)}));
   }
-  float* output = b.block_output.as<float>();
-  MOENAV_RETURN_IF_ERROR(context.zero(output, n_rows * c.hidden * int64_t{sizeof(float)}));
   const DeviceFfn& shape = layer.experts.front();
-  float* gate = b.gate.as<float>();
-  float* up = b.up.as<float>();
-  for (int64_t pair = 0; pair < n_rows * k; ++pair) {  // pair = token * k + slot
-    const int32_t* selected = b.selected.as<int32_t>() + pair;
-    const float* input = normed + (pair / k) * c.hidden;
-    MOENAV_RETURN_IF_ERROR(cuda::matmul_selected(context, shape.gate, layer.gate_table, selected, input, 1, gate));
-    MOENAV_RETURN_IF_ERROR(cuda::matmul_selected(context, shape.up, layer.up_table, selected, input, 1, up));
-    MOENAV_RETURN_IF_ERROR(activate(context, gate, up, shape.gate.rows, expert_activation(c)));
-    MOENAV_RETURN_IF_ERROR(cuda::matmul_selected(context, shape.down, layer.down_table, selected, gate, 1,
-                                                 b.expert_output.as<float>()));
-    MOENAV_RETURN_IF_ERROR(cuda::scatter_add_rows(context, b.expert_output.as<float>(), c.hidden,
-                                                  b.pair_rows.as<int32_t>() + pair,
-                                                  b.selected_weights.as<float>() + pair, 1, output));
-  }
+  cuda::SelectedExperts experts;
+  experts.gate = shape.gate, experts.up = shape.up, experts.down = shape.down;
+  experts.gate_table = layer.gate_table, experts.up_table = layer.up_table, experts.down_table = layer.down_table;
+  experts.selected = b.selected.as<int32_t>();
+  experts.n_pairs = n_rows * k;
+  experts.k = k;
+  const Activation activation = expert_activation(c);
+  const cuda::GluArgs glu{activation.kind == FfnActivation::ClampedSwiglu, activation.alpha, activation.limit};
+  MOENAV_RETURN_IF_ERROR(cuda::selected_gate_up(context, experts, normed, glu, b.pair_activated.as<float>()));
+  MOENAV_RETURN_IF_ERROR(cuda::selected_down(context, experts, b.pair_activated.as<float>(), b.pair_output.as<float>()));
+  MOENAV_RETURN_IF_ERROR(cuda::combine_slots(context, b.pair_output.as<float>(), b.selected_weights.as<float>(),
+                                             n_rows, k, c.hidden, b.block_output.as<float>()));
   return shared_expert(l, n_rows);
 }
 
@@ -156,6 +152,7 @@ Status CudaDecoder::moe(int64_t l, int64_t n_rows, const RoutingPolicy& policy,
   const int64_t assigned = offsets.back();
   b.host_routes.resize(static_cast<size_t>(std::max<int64_t>(assigned, 1)));
   b.host_route_weights.resize(b.host_routes.size());
+  b.host_pair_rows.assign(static_cast<size_t>(n_rows * k), -1);
   std::vector<int64_t> fill(offsets.begin(), offsets.end() - 1);
   for (int64_t t = 0; t < n_rows; ++t) {
     for (int64_t slot = 0; slot < k; ++slot) {
@@ -164,10 +161,9 @@ Status CudaDecoder::moe(int64_t l, int64_t n_rows, const RoutingPolicy& policy,
       const size_t at = static_cast<size_t>(fill[static_cast<size_t>(expert)]++);
       b.host_routes[at] = static_cast<int32_t>(t);
       b.host_route_weights[at] = routing.weight(t, slot);
+      b.host_pair_rows[static_cast<size_t>(t * k + slot)] = static_cast<int32_t>(at);
     }
   }
-  float* output = b.block_output.as<float>();
-  MOENAV_RETURN_IF_ERROR(context.zero(output, n_rows * c.hidden * int64_t{sizeof(float)}));
   if (assigned > 0) {
     auto* staged_routes = static_cast<int32_t*>(b.route_staging.data());
     float* staged_weights = reinterpret_cast<float*>(staged_routes + b.rows * b.k);
@@ -176,6 +172,9 @@ Status CudaDecoder::moe(int64_t l, int64_t n_rows, const RoutingPolicy& policy,
     MOENAV_RETURN_IF_ERROR(context.upload_pinned(b.routes, staged_routes, assigned * int64_t{sizeof(int32_t)}));
     MOENAV_RETURN_IF_ERROR(context.upload_pinned(b.route_weights, staged_weights, assigned * int64_t{sizeof(float)}));
   }
+  if (groups_experts(l, n_rows)) return grouped_experts(l, n_rows, k, offsets);
+  float* output = b.block_output.as<float>();
+  MOENAV_RETURN_IF_ERROR(context.zero(output, n_rows * c.hidden * int64_t{sizeof(float)}));
   if (cache != nullptr) {
     std::vector<uint8_t> first_choice(static_cast<size_t>(c.n_experts), 0);
     for (int64_t t = 0; t < n_rows && k > 0; ++t)
@@ -253,6 +252,61 @@ Status CudaDecoder::moe(int64_t l, int64_t n_rows, const RoutingPolicy& policy,
                                                   b.route_weights.as<float>() + first, n, output));
   }
   if (cache != nullptr) cache->end_layer(l);
+  return shared_expert(l, n_rows);
+}
+
+bool CudaDecoder::groups_experts(int64_t l, int64_t n_rows) const {
+  return groups_experts_ && n_rows > cuda::kMatvecMaxTokens &&
+         weights_->layers[static_cast<size_t>(l)].gate_table != nullptr;
+}
+
+// The routed experts of a host-routed batch as grouped GEMMs: the pairs (sorted by expert in
+// b.routes, b.route_weights) gathered as bf16 rows, each projection one launch over every
+// expert's group, then combined in slot order through the pair rows.
+Status CudaDecoder::grouped_experts(int64_t l, int64_t n_rows, int64_t k, std::span<const int64_t> offsets) {
+  const ModelConfig& c = model_->config;
+  const DeviceLayer& layer = weights_->layers[static_cast<size_t>(l)];
+  Buffers& b = *buffers_;
+  cuda::Context& context = *context_;
+  // Staged after the routes and their weights: [n_rows * k] pair rows, the group experts, the group firsts.
+  int32_t* staged = static_cast<int32_t*>(b.route_staging.data()) + 2 * b.rows * b.k;
+  std::copy(b.host_pair_rows.begin(), b.host_pair_rows.end(), staged);
+  int32_t* group_experts = staged + n_rows * k;
+  int64_t n_groups = 0, n_row_tiles = 0;
+  for (int64_t e = 0; e < c.n_experts; ++e) {
+    const int64_t rows = offsets[static_cast<size_t>(e + 1)] - offsets[static_cast<size_t>(e)];
+    if (rows == 0) continue;
+    group_experts[n_groups++] = static_cast<int32_t>(e);
+    n_row_tiles += cuda::grouped_row_tiles(rows);
+  }
+  int32_t* group_first = group_experts + n_groups;
+  group_first[0] = 0;
+  for (int64_t g = 0; g < n_groups; ++g) {
+    const int64_t e = group_experts[g];
+    group_first[g + 1] = group_first[g] + static_cast<int32_t>(offsets[static_cast<size_t>(e + 1)] - offsets[static_cast<size_t>(e)]);
+  }
+  const int64_t staged_words = n_rows * k + 2 * n_groups + 1;
+  MOENAV_RETURN_IF_ERROR(context.upload_pinned(b.grouping, staged, staged_words * int64_t{sizeof(int32_t)}));
+  const int32_t* pair_rows = b.grouping.as<int32_t>();
+
+  const DeviceFfn& shape = layer.experts.front();
+  cuda::GroupedExperts experts;
+  experts.gate = shape.gate, experts.up = shape.up, experts.down = shape.down;
+  experts.gate_table = layer.gate_table, experts.up_table = layer.up_table, experts.down_table = layer.down_table;
+  experts.group_experts = pair_rows + n_rows * k;
+  experts.group_first = experts.group_experts + n_groups;
+  experts.n_groups = n_groups;
+  experts.n_row_tiles = n_row_tiles;
+  const Activation activation = expert_activation(c);
+  const cuda::GluArgs glu{activation.kind == FfnActivation::ClampedSwiglu, activation.alpha, activation.limit};
+  auto* input = b.grouped_input.as<uint16_t>();
+  auto* activated = b.grouped_activated.as<uint16_t>();
+  MOENAV_RETURN_IF_ERROR(cuda::gather_rows_bf16(context, b.normed.as<float>(), c.hidden, b.routes.as<int32_t>(),
+                                                offsets.back(), input));
+  MOENAV_RETURN_IF_ERROR(cuda::grouped_gate_up(context, experts, input, glu, activated));
+  MOENAV_RETURN_IF_ERROR(cuda::grouped_down(context, experts, activated, b.grouped_output.as<float>()));
+  MOENAV_RETURN_IF_ERROR(cuda::combine_slots(context, b.grouped_output.as<float>(), b.route_weights.as<float>(),
+                                             n_rows, k, c.hidden, b.block_output.as<float>(), pair_rows));
   return shared_expert(l, n_rows);
 }
 

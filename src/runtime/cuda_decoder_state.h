@@ -93,7 +93,7 @@ struct DeviceLayer {
   DeviceFfn shared, dense;
   DeviceWeight shared_gate;  // [1, hidden]: sigmoid(x . gate) scales the shared expert
   // Resident experts of one dtype and shape per projection: the device tables of their data
-  // that matmul_selected reads (null otherwise), and the selection bias on the device.
+  // that the selected-experts kernels read (null otherwise), and the selection bias on the device.
   const void* const* gate_table = nullptr;
   const void* const* up_table = nullptr;
   const void* const* down_table = nullptr;
@@ -121,8 +121,12 @@ struct CudaDecoder::Buffers {
   // latent-space queries and outputs [rows, heads, latent + rotary], and one head's matmul input
   // and output.
   DeviceBuffer mla_q_a, mla_kv, mla_latent, mla_query, mla_output, mla_head_in, mla_head_out;
-  // Device routing: the [rows, k] selection and weights, and the row of each pair (i / k).
-  DeviceBuffer selected, selected_weights, pair_rows;
+  // Device routing: the [rows, k] selection and weights, and each (token, slot) pair's
+  // activations and expert output.
+  DeviceBuffer selected, selected_weights, pair_activated, pair_output;
+  // Grouped experts (prefill under gemm_precision bf16): the pairs' input rows and activations
+  // (bf16), their outputs, and [pair rows | group experts | group firsts] (int32).
+  DeviceBuffer grouped_input, grouped_activated, grouped_output, grouping;
   cuda::PinnedBuffer routed_staging;  // the selections copied back for the observer
   // The step's input: [rows, hidden] embeddings, then [rows] positions, uploaded without a stream
   // wait. A step reuses it after the previous step's logit download, which waits for the stream.
@@ -131,10 +135,11 @@ struct CudaDecoder::Buffers {
   std::vector<int32_t> host_positions;     // [T]
   std::vector<int32_t> host_routes;        // rows of each expert, experts one after another
   std::vector<float> host_route_weights;
+  std::vector<int32_t> host_pair_rows;     // [T * k] each selection's index in host_routes, or -1
   // Where routes and route weights are staged for their upload, which then does not wait: each
   // MoE layer reuses it after its router-logit download, which waits for the stream, so the
   // previous layer's copies from it have run.
-  cuda::PinnedBuffer route_staging;  // [rows * k] int32 routes, then [rows * k] float weights
+  cuda::PinnedBuffer route_staging;  // [rows * k] int32 routes, [rows * k] float weights, grouping
   // Experts computed on the CPU (miss.policy cpu): the layer's normed rows, one expert's rows and
   // output, and the FFN workspace.
   std::vector<float> host_normed, host_gathered, host_output;

@@ -145,6 +145,7 @@ void Engine::reset_expert_counters() {
 }
 ExpertStore& Engine::expert_store() { return *state_->store; }
 int64_t Engine::gpu_peak_bytes() const { return state_->cuda ? state_->cuda->peak_bytes() : -1; }
+int64_t Engine::gpu_graph_launches() const { return state_->cuda ? state_->cuda->graph_launches() : -1; }
 
 void Engine::set_routing_observer(std::function<void(int64_t, const Routing&)> observer) {
   state_->observer = std::move(observer);

@@ -146,6 +146,10 @@ std::vector<ConfigOption> make_options() {
                           "CUDA prefill GEMMs: f32 (as exact as the CPU) or bf16 (tensor cores; "
                           "weights and activations rounded to bf16)",
                           MOENAV_FIELD(device.gemm_precision), one_of({"f32", "bf16"})),
+      option<bool>("device.cuda_graphs", "--cuda-graphs",
+                   "CUDA decode steps routed on the device replay as one recorded graph (false: "
+                   "a launch per kernel)",
+                   MOENAV_FIELD(device.cuda_graphs)),
       option<std::vector<PlacementRule>>("placement.rules", "--placement-rules",
                                          "Tier rules [{\"match\":..,\"tier\":..}]",
                                          MOENAV_FIELD(placement.rules)),

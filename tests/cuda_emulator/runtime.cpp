@@ -31,6 +31,11 @@ constexpr Names kNames[] = {
     {cudaErrorHostMemoryNotRegistered, "cudaErrorHostMemoryNotRegistered",
      "pointer does not correspond to a registered memory region"},
     {cudaErrorLaunchFailure, "cudaErrorLaunchFailure", "unspecified launch failure"},
+    {cudaErrorStreamCaptureUnsupported, "cudaErrorStreamCaptureUnsupported",
+     "operation not permitted when stream is capturing"},
+    {cudaErrorStreamCaptureInvalidated, "cudaErrorStreamCaptureInvalidated",
+     "operation failed due to a previous error during capture"},
+    {cudaErrorIllegalState, "cudaErrorIllegalState", "the operation cannot be performed in the present state"},
 };
 
 const Names& names(cudaError_t error) {
@@ -85,8 +90,12 @@ cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total) {
   return cudaSuccess;
 }
 
-cudaError_t cudaMalloc(void** data, size_t bytes) { return result(allocate(data, bytes)); }
+cudaError_t cudaMalloc(void** data, size_t bytes) {
+  if (capture_forbids(nullptr, "cudaMalloc")) return cudaErrorStreamCaptureUnsupported;
+  return result(allocate(data, bytes));
+}
 cudaError_t cudaFree(void* data) {
+  if (capture_forbids(nullptr, "cudaFree")) return cudaErrorStreamCaptureUnsupported;
   drain_all();  // as CUDA's, which waits for the device
   return result(release(data));
 }
@@ -104,6 +113,7 @@ cudaError_t cudaHostAlloc(void** data, size_t bytes, unsigned int) {
 
 cudaError_t cudaFreeHost(void* data) {
   if (!data) return cudaSuccess;
+  if (capture_forbids(nullptr, "cudaFreeHost")) return cudaErrorStreamCaptureUnsupported;
   drain_all();  // as CUDA's, which waits for the device
   const cudaError_t error = unregister_host(data);
   if (error == cudaSuccess) std::free(data);
@@ -122,6 +132,11 @@ cudaError_t cudaMemcpyAsync(void* to, const void* from, size_t bytes, cudaMemcpy
            kind_name(kind), bytes, from, to, to_ok ? "source" : "destination",
            (to_ok ? from_device : to_device) ? "inside one device allocation" : "host memory");
     return cudaErrorInvalidValue;
+  }
+  const bool pageable = (kind == cudaMemcpyHostToDevice && !in_registered_host_memory(from, bytes)) ||
+                        (kind == cudaMemcpyDeviceToHost && !in_registered_host_memory(to, bytes));
+  if (pageable && capture_forbids(stream, "a copy from or to pageable host memory")) {
+    return cudaErrorStreamCaptureUnsupported;
   }
   if (kind == cudaMemcpyHostToDevice && !in_registered_host_memory(from, bytes)) {
     // Pageable memory is staged before the call returns: the caller may reuse it at once.

@@ -5,14 +5,25 @@
 #include <deque>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "memory.h"
+
+struct CUgraph_st {
+  std::vector<std::function<void()>> jobs;
+  bool invalidated = false;  // a forbidden call during the capture
+};
+
+struct CUgraphExec_st {
+  std::vector<std::function<void()>> jobs;
+};
 
 struct CUstream_st {
   std::deque<std::function<void()>> jobs;
   uint64_t queued = 0;  // jobs ever queued
   uint64_t ran = 0;     // jobs ever started
+  CUgraph_st* capture = nullptr;  // while capturing
 };
 
 struct CUevent_st {
@@ -68,6 +79,10 @@ void enqueue(cudaStream_t stream, std::function<void()> job) {
     job();
     return;
   }
+  if (stream->capture) {
+    stream->capture->jobs.push_back(std::move(job));
+    return;
+  }
   stream->jobs.push_back(std::move(job));
   ++stream->queued;
   const bool now = order() == Order::Eager || (order() == Order::Random && coin()() % 2 == 0);
@@ -86,6 +101,19 @@ void drain(cudaStream_t stream) {
 void drain_all() {
   std::lock_guard lock(device_mutex());
   for (cudaStream_t stream : streams()) run_until(stream, stream->queued);
+}
+
+bool capture_forbids(cudaStream_t stream, const char* what) {
+  std::lock_guard lock(device_mutex());
+  bool forbidden = false;
+  for (cudaStream_t s : streams()) {
+    if (s->capture && (stream == nullptr || s == stream)) {
+      s->capture->invalidated = true;
+      forbidden = true;
+    }
+  }
+  if (forbidden) report(cudaErrorStreamCaptureUnsupported, "%s during a stream capture", what);
+  return forbidden;
 }
 
 }  // namespace cuda_emulator
@@ -109,6 +137,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
 }
 
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+  if (capture_forbids(stream, "cudaStreamSynchronize")) return cudaErrorStreamCaptureUnsupported;
   drain(stream);
   return sticky_error();
 }
@@ -126,6 +155,10 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) {
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   std::lock_guard lock(device_mutex());
   if (!event) return cudaErrorInvalidValue;
+  if (stream && stream->capture) {
+    capture_forbids(stream, "cudaEventRecord (the emulator captures no events)");
+    return cudaErrorStreamCaptureUnsupported;
+  }
   if (stream == nullptr) {  // the legacy stream: complete once everything queued so far is
     drain_all();
     event->stream = nullptr;
@@ -139,11 +172,63 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int) {
   std::lock_guard lock(device_mutex());
   if (!event) return cudaErrorInvalidValue;
+  if (stream && stream->capture) {
+    capture_forbids(stream, "cudaStreamWaitEvent (the emulator captures no events)");
+    return cudaErrorStreamCaptureUnsupported;
+  }
   // What the event stands for is fixed now: a later record does not change this wait.
   const cudaStream_t source = event->stream;
   const uint64_t position = event->position;
   enqueue(stream, [source, position] {
     if (source) run_until(source, position);
   });
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode) {
+  std::lock_guard lock(device_mutex());
+  if (!stream || stream->capture) {
+    report(cudaErrorIllegalState, "cudaStreamBeginCapture on %s", stream ? "a capturing stream" : "the legacy stream");
+    return cudaErrorIllegalState;
+  }
+  stream->capture = new CUgraph_st;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
+  std::lock_guard lock(device_mutex());
+  *graph = nullptr;
+  if (!stream || !stream->capture) {
+    report(cudaErrorIllegalState, "cudaStreamEndCapture on a stream that is not capturing");
+    return cudaErrorIllegalState;
+  }
+  CUgraph_st* captured = std::exchange(stream->capture, nullptr);
+  if (captured->invalidated) {
+    delete captured;
+    return cudaErrorStreamCaptureInvalidated;
+  }
+  *graph = captured;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
+  if (!graph) return cudaErrorInvalidValue;
+  *exec = new CUgraphExec_st{graph->jobs};
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
+  if (!exec) return cudaErrorInvalidValue;
+  for (const std::function<void()>& job : exec->jobs) enqueue(stream, job);
+  return sticky_error();
+}
+
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+  delete exec;  // what a launch queued are copies of its jobs
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+  delete graph;
   return cudaSuccess;
 }

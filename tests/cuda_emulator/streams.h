@@ -10,6 +10,10 @@
 // lazy and random let copies run late and early relative to the kernels of other streams, so an
 // event wait the code forgot shows as wrong results instead of passing by luck, as it might on a
 // GPU. The legacy default stream (nullptr) runs its jobs at once, after every other stream's.
+// A capturing stream (cudaStreamBeginCapture) runs nothing: its jobs become a graph, which
+// cudaGraphLaunch queues again, job by job, with the arguments they were captured with.
+// Synchronizing a capturing stream, a pageable copy on it, an event on it, or an allocation or
+// free during any capture invalidates the capture, as CUDA's global capture mode does.
 #pragma once
 
 #include <cstdint>
@@ -19,8 +23,11 @@
 
 namespace cuda_emulator {
 
-// Queues `job` on `stream` (under the device mutex).
+// Queues `job` on `stream` (under the device mutex); on a capturing stream, adds it to the graph.
 void enqueue(cudaStream_t stream, std::function<void()> job);
+// True, after invalidating the capture and reporting `what`, when `stream` is capturing (or, for
+// nullptr, any stream is: a call such as cudaMalloc or cudaFree, unsafe during a global capture).
+bool capture_forbids(cudaStream_t stream, const char* what);
 // Runs every job queued on `stream` so far, or on every stream.
 void drain(cudaStream_t stream);
 void drain_all();

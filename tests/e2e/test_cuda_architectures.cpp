@@ -2,8 +2,8 @@
 // transformers references as test_golden_arch: the random-weight float32 checkpoints in
 // ../shared/golden/arch/<arch>, logits for input_ids [2, 24] within 1e-4 with the same argmax and
 // 16 greedy tokens. Then each architecture behind a 2-slot device expert cache and with experts
-// computed on the CPU, gpt-oss's expert biases and clamped SwiGLU where they matter, and the MLA
-// latent cache's decode equal to a full recompute. Without a usable device these skip.
+// computed on the CPU, gpt-oss's expert biases and clamped SwiGLU where they matter, bf16 prefill
+// GEMMs grouped and expert by expert, and the MLA latent cache's decode equal to a full recompute. Without a usable device these skip.
 #include <filesystem>
 #include <random>
 #include <span>
@@ -63,6 +63,35 @@ TEST_P(CudaArchitecture, LogitsAndGreedyMatchTransformers) {
   const nlohmann::json reference = read_json(directory_ + "/reference.json");
   const auto expected = reference["greedy_ids"].get<std::vector<int32_t>>();
   EXPECT_EQ(greedy(*engine, reference["prompt_ids"].get<std::vector<int32_t>>(), expected.size()), expected);
+}
+
+// device.gemm_precision bf16: the routed experts of a prefill as grouped GEMMs (all resident;
+// gpt-oss's biased experts excepted) or expert by expert (2 slots a layer). Both round to bf16,
+// but the per-expert path multiplies an expert's group of at most 8 rows in f32 (matvec), so the
+// grouped run moves the logits a little further from the f32 run: by at most 1.5 times as far
+// (1.0 to 1.19 measured on the emulator). A wrong row, expert or tile would move them by the
+// logits' own size (about 2.5).
+TEST_P(CudaArchitecture, Bf16GroupedExpertsAgreeWithPerExpertGemms) {
+  auto f32 = open_engine(directory_, cuda_config());
+  ASSERT_TRUE(f32);
+  auto expected = all_logits(*f32);
+  ASSERT_TRUE(expected.ok()) << expected.error();
+  EngineConfig config = cuda_config();
+  config.device.gemm_precision = "bf16";
+  auto grouped_engine = open_engine(directory_, config);
+  config.placement.expert_cache.size = "2";
+  auto per_expert_engine = open_engine(directory_, config);
+  ASSERT_TRUE(grouped_engine && per_expert_engine);
+  auto grouped = all_logits(*grouped_engine);
+  auto per_expert = all_logits(*per_expert_engine);
+  ASSERT_TRUE(grouped.ok() && per_expert.ok());
+  const double moved = max_difference(*grouped, *expected), per_expert_moved = max_difference(*per_expert, *expected);
+  double largest = 0.0;
+  for (float v : *expected) largest = std::max(largest, static_cast<double>(std::abs(v)));
+  std::printf("%-12s bf16 prefill moves logits by %.3g grouped, %.3g per expert (largest %.3g)\n", GetParam(), moved,
+              per_expert_moved, largest);
+  EXPECT_GT(moved, 0.0);
+  EXPECT_LE(moved, 1.5 * per_expert_moved);
 }
 
 // Two device slots per layer: experts copied in on demand run the same kernels on the same

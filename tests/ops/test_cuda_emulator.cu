@@ -3,8 +3,9 @@
 // warp shuffles, __syncthreads and shared memory), and the mistakes a GPU would punish are
 // caught with a message rather than passing silently: host code reading device memory, a kernel
 // reading past an allocation, a host pointer passed to a kernel, a shuffle in a partial warp,
-// divergent barriers, and reads of memory never written; and streams that run late unless an
-// event orders them. Only the emulated build runs them
+// divergent barriers, and reads of memory never written; streams that run late unless an
+// event orders them; and stream capture, whose graphs replay what was recorded and which a wait
+// or an allocation invalidates. Only the emulated build runs them
 // (cmake --preset cuda-emulated); on a real CUDA build they skip.
 #include <gtest/gtest.h>
 
@@ -216,6 +217,66 @@ int lazy_streams_check() {
 
 TEST_F(CudaEmulator, LazyStreamsOrderOnlyByEvents) {
   EXPECT_EXIT(std::exit(lazy_streams_check()), ::testing::ExitedWithCode(0), "");
+}
+
+__global__ void add_to(float* x, float amount) { *x += amount; }
+
+// A capturing stream runs nothing: its graph replays the copies and kernels with the arguments
+// they were queued with, a copy from pinned memory reading it when the replay runs.
+TEST_F(CudaEmulator, GraphsReplayWhatTheCaptureRecorded) {
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  float* x = device_floats(1);
+  void* staging = nullptr;
+  ASSERT_EQ(cudaHostAlloc(&staging, sizeof(float), cudaHostAllocDefault), cudaSuccess);
+  auto* source = static_cast<float*>(staging);
+  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
+  ASSERT_EQ(cudaMemcpyAsync(x, source, sizeof(float), cudaMemcpyHostToDevice, stream), cudaSuccess);
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(1);
+  config.blockDim = dim3(1);
+  config.stream = stream;
+  ASSERT_EQ(cudaLaunchKernelEx(&config, add_to, x, 2.0f), cudaSuccess);
+  cudaGraph_t graph = nullptr;
+  ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+  EXPECT_TRUE(std::isnan(download(x, 1)[0]));  // nothing ran: x was never written
+  cudaGraphExec_t exec = nullptr;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  for (float value : {10.0f, 20.0f}) {
+    *source = value;
+    ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    EXPECT_EQ(download(x, 1)[0], value + 2.0f);
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaFreeHost(staging);
+  cudaFree(x);
+  cudaStreamDestroy(stream);
+}
+
+// What waits for the device or allocates is refused during a capture, which it invalidates.
+TEST_F(CudaEmulator, WaitingOrAllocatingDuringACaptureInvalidatesIt) {
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  float* x = device_floats(1);
+  float host = 0.0f;
+  auto refused = [&](auto call) {
+    EXPECT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
+    EXPECT_EQ(call(), cudaErrorStreamCaptureUnsupported);
+    cudaGraph_t graph = nullptr;
+    EXPECT_EQ(cudaStreamEndCapture(stream, &graph), cudaErrorStreamCaptureInvalidated);
+    EXPECT_EQ(graph, nullptr);
+    cudaGetLastError();
+  };
+  refused([&] {
+    void* data = nullptr;
+    return cudaMalloc(&data, 16);
+  });
+  refused([&] { return cudaStreamSynchronize(stream); });
+  refused([&] { return cudaMemcpyAsync(&host, x, sizeof(float), cudaMemcpyDeviceToHost, stream); });
+  cudaFree(x);
+  cudaStreamDestroy(stream);
 }
 
 TEST_F(CudaEmulator, BadLaunchConfigurationIsRefused) {

@@ -24,6 +24,7 @@
 #include "layers/moe/router.h"
 #include "layers/norm.h"
 #include "layers/rope.h"
+#include "ops/cuda_test_support.h"
 #include "quant/quant.h"
 
 namespace moenav {
@@ -44,58 +45,6 @@ TEST(CudaAvailability, SaysWhyWhenUnusable) {
     ASSERT_FALSE(context.ok());
     EXPECT_FALSE(context.error().empty());
     EXPECT_FALSE(cuda::device_info().ok());
-  }
-}
-
-class CudaTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    const Status status = cuda::available();
-    if (!status.ok()) GTEST_SKIP() << "skipped, no usable CUDA device: " << status.message();
-    auto created = cuda::Context::create(0, 0);
-    ASSERT_TRUE(created.ok()) << created.error();
-    context_ = std::move(created).value();
-  }
-
-  template <typename T>
-  cuda::DeviceBuffer upload(const std::vector<T>& host) {
-    const int64_t bytes = static_cast<int64_t>(host.size() * sizeof(T));
-    auto buffer = context_->allocate(bytes, "test data");
-    EXPECT_TRUE(buffer.ok()) << buffer.error();
-    if (!buffer.ok()) return {};
-    const Status status = context_->upload(*buffer, host.data(), bytes);
-    EXPECT_TRUE(status.ok()) << status.message();
-    return std::move(buffer).value();
-  }
-
-  template <typename T>
-  std::vector<T> download(const cuda::DeviceBuffer& buffer, size_t n) {
-    const Status synced = context_->synchronize();
-    EXPECT_TRUE(synced.ok()) << synced.message();
-    std::vector<T> host(n);
-    const Status status = context_->download(host.data(), buffer, static_cast<int64_t>(n * sizeof(T)));
-    EXPECT_TRUE(status.ok()) << status.message();
-    return host;
-  }
-
-  std::unique_ptr<cuda::Context> context_;
-};
-
-std::vector<float> random_floats(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, scale);
-  std::vector<float> values(n);
-  for (float& v : values) v = normal(rng);
-  return values;
-}
-
-void expect_close(const std::vector<float>& actual, const std::vector<float>& expected,
-                  float relative, const std::string& what) {
-  ASSERT_EQ(actual.size(), expected.size()) << what;
-  float largest = 0.0f;
-  for (float v : expected) largest = std::max(largest, std::fabs(v));
-  for (size_t i = 0; i < actual.size(); ++i) {
-    ASSERT_NEAR(actual[i], expected[i], relative * std::max(1.0f, largest)) << what << " at " << i;
   }
 }
 
@@ -201,6 +150,8 @@ TEST(CudaMatmulArguments, RejectsUnsupportedTypesAndPartialBlocks) {
   EXPECT_TRUE(cuda::matmul_supported(DType::Q4_K));
 }
 
+// --- routed experts chosen on the device ----------------------------------------------------
+
 // --- elementwise, norm, rope ----------------------------------------------------------------
 
 TEST_F(CudaTest, RmsNormMatchesCpu) {
@@ -300,7 +251,8 @@ TEST_F(CudaTest, ClampedSwigluBiasGatedAddAndColumnCopyMatchCpu) {
 }
 
 // An f16 K/V store gives the CPU KvCache's bits: saturated to +-65504, rounded to nearest even
-// (normal, subnormal and out-of-range values); an f32 store is a copy.
+// (normal, subnormal and out-of-range values); an f32 store is a copy. Rows land at the cache rows
+// of their positions, read on the device.
 TEST_F(CudaTest, KvStoresMatchTheCpuCache) {
   std::vector<float> values = random_floats(4000, 9, 30.0f);
   for (float extreme : {70000.0f, -1e9f, 65519.0f, 3e-6f, -6e-8f, 1e-9f, 0.0f}) values.push_back(extreme);
@@ -314,11 +266,27 @@ TEST_F(CudaTest, KvStoresMatchTheCpuCache) {
   auto floats = context_->allocate(static_cast<int64_t>(values.size() * 4), "f32 cache");
   ASSERT_TRUE(halves.ok() && floats.ok());
   const auto n = static_cast<int64_t>(values.size());
-  ASSERT_TRUE(cuda::store_kv(*context_, source.as<float>(), halves->data(), n, DType::F16).ok());
-  ASSERT_TRUE(cuda::store_kv(*context_, source.as<float>(), floats->data(), n, DType::F32).ok());
+  cuda::DeviceBuffer position_zero = upload(std::vector<int32_t>{0});
+  const int32_t* zero = position_zero.as<int32_t>();
+  ASSERT_TRUE(cuda::store_kv(*context_, source.as<float>(), halves->data(), n, zero, 1, DType::F16).ok());
+  ASSERT_TRUE(cuda::store_kv(*context_, source.as<float>(), floats->data(), n, zero, 1, DType::F32).ok());
   EXPECT_EQ(download<uint16_t>(*halves, values.size()), expected);
   EXPECT_EQ(download<float>(*floats, values.size()), values);
-  EXPECT_FALSE(cuda::store_kv(*context_, source.as<float>(), floats->data(), n, DType::BF16).ok());
+  EXPECT_FALSE(cuda::store_kv(*context_, source.as<float>(), floats->data(), n, zero, 1, DType::BF16).ok());
+
+  // Rows 0, 1, 2 of width 5 at positions 4, 0, 2 of a 5-row cache; rows 1 and 3 stay as they were.
+  const int64_t width = 5;
+  const std::vector<int32_t> positions = {4, 0, 2};
+  cuda::DeviceBuffer where = upload(positions);
+  auto rows = context_->allocate(5 * width * 4, "5-row cache");
+  ASSERT_TRUE(rows.ok());
+  ASSERT_TRUE(context_->zero(rows->data(), 5 * width * 4).ok());
+  ASSERT_TRUE(cuda::store_kv(*context_, source.as<float>(), rows->data(), width, where.as<int32_t>(), 3, DType::F32).ok());
+  std::vector<float> placed(static_cast<size_t>(5 * width), 0.0f);
+  for (size_t r = 0; r < positions.size(); ++r)
+    std::copy_n(values.begin() + static_cast<std::ptrdiff_t>(r * width), width,
+                placed.begin() + positions[r] * width);
+  EXPECT_EQ(download<float>(*rows, placed.size()), placed);
 }
 
 TEST_F(CudaTest, GatherAndWeightedScatterMoveTheRightRows) {

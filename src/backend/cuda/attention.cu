@@ -33,7 +33,7 @@ __global__ void attention_split_kernel(AttentionArgs args, int64_t n_splits, flo
   const int64_t token = item / (n_splits * args.n_heads);
   const int64_t kv_head = head / (args.n_heads / args.n_kv_heads);
   const int64_t D = args.head_dim;
-  const int64_t position = args.first_position + token;
+  const int64_t position = args.positions ? args.positions[token] : args.first_position + token;
   const int64_t earliest = args.window > 0 ? max(int64_t{0}, position - args.window + 1) : 0;
   const int64_t begin = max(earliest, split * kSplitKeys);
   const int64_t end = min(position + 1, (split + 1) * kSplitKeys);
@@ -126,7 +126,8 @@ Status attention(Context& context, const AttentionArgs& args) {
     return Status::errorf("CUDA attention: a {} KV cache (supported: f32, f16)", dtype_name(args.kv_type));
   }
   if (args.n_tokens <= 0) return ok_status();
-  const int64_t n_splits = ceil_div(args.first_position + args.n_tokens, kSplitKeys);
+  const int64_t bound = args.max_positions > 0 ? args.max_positions : args.first_position + args.n_tokens;
+  const int64_t n_splits = ceil_div(bound, kSplitKeys);
   const int64_t items = args.n_tokens * args.n_heads * n_splits;
   MOENAV_ASSIGN_OR_RETURN(void* area,
                           scratch(context, items * (args.head_dim + 2) * int64_t{sizeof(float)}));

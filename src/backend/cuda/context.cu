@@ -201,6 +201,48 @@ Expected<PinnedBuffer> Context::allocate_pinned(int64_t bytes) {
   return PinnedBuffer(data, bytes);
 }
 
+Graph::Graph(Graph&& other) noexcept { *this = std::move(other); }
+
+Graph& Graph::operator=(Graph&& other) noexcept {
+  if (this != &other) {
+    if (exec_) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(exec_));
+    exec_ = std::exchange(other.exec_, nullptr);
+    scratch_generation_ = other.scratch_generation_;
+  }
+  return *this;
+}
+
+Graph::~Graph() {
+  if (exec_) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(exec_));
+}
+
+Status Context::begin_capture() {
+  return cuda_status(cudaStreamBeginCapture(impl_->stream, cudaStreamCaptureModeGlobal), "stream capture");
+}
+
+Expected<Graph> Context::end_capture() {
+  cudaGraph_t graph = nullptr;
+  const cudaError_t ended = cudaStreamEndCapture(impl_->stream, &graph);
+  if (ended != cudaSuccess) {
+    cudaGetLastError();  // the capture's failure is this call's answer, not a later one's
+    return cuda_status(ended, "stream capture");
+  }
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t instantiated = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  MOENAV_RETURN_IF_ERROR(cuda_status(instantiated, "graph instantiation"));
+  return Graph(exec, impl_->scratch_generation);
+}
+
+bool Context::is_current(const Graph& graph) const {
+  return graph.exec_ != nullptr && graph.scratch_generation_ == impl_->scratch_generation;
+}
+
+Status Context::launch(const Graph& graph) {
+  if (!is_current(graph)) return Status::error("CUDA graph launch: the graph is empty or its scratch area moved");
+  return cuda_status(cudaGraphLaunch(static_cast<cudaGraphExec_t>(graph.exec_), impl_->stream), "graph launch");
+}
+
 Event::Event(Event&& other) noexcept { *this = std::move(other); }
 
 Event& Event::operator=(Event&& other) noexcept {
@@ -271,9 +313,10 @@ Expected<void*> scratch(Context& context, int64_t bytes) {
   if (state.scratch.bytes() < bytes) {
     // The stream may still use the old area: wait before it is freed.
     MOENAV_RETURN_IF_ERROR(context.synchronize());
-    state.scratch = DeviceBuffer();
     const int64_t grown = std::max(bytes, state.scratch.bytes() * 2);
+    state.scratch = DeviceBuffer();
     MOENAV_ASSIGN_OR_RETURN(state.scratch, context.allocate(grown, "scratch"));
+    ++state.scratch_generation;
   }
   return state.scratch.data();
 }

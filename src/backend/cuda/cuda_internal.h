@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "backend/cuda.h"
+#include "backend/cuda_ops.h"
 
 namespace moenav::cuda {
 
@@ -28,6 +29,7 @@ struct Context::Impl {
   // Scratch reused by ops that need temporary device memory (dequantized weight slices, bf16
   // activations, attention partials); grows on demand and counts against the budget.
   DeviceBuffer scratch;
+  int64_t scratch_generation = 0;  // counts the scratch area's moves (graphs record its address)
   std::vector<void*> pinned;  // host ranges registered by pin_host, unregistered at destruction
 };
 
@@ -72,6 +74,15 @@ __device__ inline float warp_max(float value) {
   for (int offset = 16; offset > 0; offset >>= 1)
     value = fmaxf(value, __shfl_xor_sync(kFullMask, value, offset));
   return value;
+}
+
+// The experts' activation of gate and up, as layers/ffn.cpp's: SwiGLU silu(gate) * up, or
+// gpt-oss's clamped one (clamped_swiglu).
+__device__ inline float glu_activate(float gate, float up, const GluArgs& glu) {
+  if (!glu.clamped) return gate / (1.0f + expf(-gate)) * up;
+  const float g = fminf(gate, glu.limit);
+  const float u = fminf(fmaxf(up, -glu.limit), glu.limit);
+  return (u + 1.0f) * (g / (1.0f + expf(-g * glu.alpha)));
 }
 
 }  // namespace moenav::cuda

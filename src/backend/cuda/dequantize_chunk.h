@@ -11,7 +11,9 @@
 #include <cstring>
 #include <type_traits>
 
+#include "backend/cuda_ops.h"
 #include "core/dtype.h"
+#include "moenav/status.h"
 #include "quant/blocks.h"
 
 namespace moenav::cuda {
@@ -92,6 +94,34 @@ MOENAV_HOST_DEVICE inline void dequantize_chunk(const uint8_t* row, int64_t chun
       w[l] = d * scales[l / 16] * level;
     }
   }
+}
+
+// run(std::integral_constant<DType, type>{}) for a weight type matmul_supported accepts (the
+// kernels' dispatch on the weight format).
+template <typename Run>
+auto with_weight_type(DType type, Run&& run) -> decltype(run(std::integral_constant<DType, DType::F32>{})) {
+  switch (type) {
+    case DType::F32: return run(std::integral_constant<DType, DType::F32>{});
+    case DType::F16: return run(std::integral_constant<DType, DType::F16>{});
+    case DType::BF16: return run(std::integral_constant<DType, DType::BF16>{});
+    case DType::Q8_0: return run(std::integral_constant<DType, DType::Q8_0>{});
+    case DType::Q4_0: return run(std::integral_constant<DType, DType::Q4_0>{});
+    case DType::Q4_K: return run(std::integral_constant<DType, DType::Q4_K>{});
+    case DType::Q5_K: return run(std::integral_constant<DType, DType::Q5_K>{});
+    case DType::Q6_K: return run(std::integral_constant<DType, DType::Q6_K>{});
+    default: break;
+  }
+  return Status::errorf("CUDA matmul: weight type {} is not supported", dtype_name(type));
+}
+
+// Whether the expert kernels (`kernel`: selected or grouped) read `what` of this shape: rows of
+// whole chunks of a matmul type.
+inline Status check_chunked_rows(const DeviceWeight& shape, const char* kernel, const char* what) {
+  if (!matmul_supported(shape.dtype) || shape.cols % kChunk != 0 || !row_size_valid(shape.dtype, shape.cols)) {
+    return Status::errorf("CUDA {} experts: {} of {} rows of {} elements (whole chunks of 32 of a matmul type "
+                          "needed)", kernel, what, dtype_name(shape.dtype), shape.cols);
+  }
+  return ok_status();
 }
 
 }  // namespace moenav::cuda

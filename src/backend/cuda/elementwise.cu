@@ -54,19 +54,13 @@ __global__ void rope_kernel(RopeArgs args) {
 
 __global__ void silu_mul_kernel(const float* gate, const float* up, float* output, int64_t n) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < n) {
-    const float g = gate[i];
-    output[i] = g / (1.0f + expf(-g)) * up[i];
-  }
+  if (i < n) output[i] = glu_activate(gate[i], up[i], GluArgs{});
 }
 
 __global__ void clamped_swiglu_kernel(const float* gate, const float* up, float* output,
                                       int64_t n, float alpha, float limit) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= n) return;
-  const float g = fminf(gate[i], limit);
-  const float u = fminf(fmaxf(up[i], -limit), limit);
-  output[i] = (u + 1.0f) * (g / (1.0f + expf(-g * alpha)));
+  if (i < n) output[i] = glu_activate(gate[i], up[i], GluArgs{true, alpha, limit});
 }
 
 __global__ void add_bias_kernel(float* rows, const float* bias, int64_t width, int64_t n) {
@@ -90,12 +84,19 @@ __global__ void copy_columns_kernel(const float* source, int64_t source_stride, 
   destination[row * destination_stride + column] = source[row * source_stride + column];
 }
 
-__global__ void store_f16_kernel(const float* source, __half* cache, int64_t n) {
+__device__ inline void store_element(float x, float* to) { *to = x; }
+__device__ inline void store_element(float x, __half* to) {
+  constexpr float kHalfMax = 65504.0f;  // beyond it a key would become inf, and a row NaN
+  *to = __float2half_rn(x < -kHalfMax ? -kHalfMax : (x > kHalfMax ? kHalfMax : x));
+}
+
+template <typename T>
+__global__ void store_kv_kernel(const float* source, T* cache, int64_t width, const int32_t* positions,
+                                int64_t n) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
-  constexpr float kHalfMax = 65504.0f;  // beyond it a key would become inf, and a row NaN
-  const float x = source[i];
-  cache[i] = __float2half_rn(x < -kHalfMax ? -kHalfMax : (x > kHalfMax ? kHalfMax : x));
+  const int64_t row = i / width;
+  store_element(source[i], cache + static_cast<int64_t>(positions[row]) * width + i % width);
 }
 
 __global__ void add_kernel(const float* a, const float* b, float* output, int64_t n) {
@@ -172,14 +173,20 @@ Status copy_columns(Context& context, const float* source, int64_t source_stride
                 source, source_stride, destination, destination_stride, width, n);
 }
 
-Status store_kv(Context& context, const float* source, void* cache, int64_t n, DType type) {
-  if (n <= 0) return ok_status();
-  if (type == DType::F32) return context.copy(cache, source, n * int64_t{sizeof(float)});
-  if (type != DType::F16) {
+Status store_kv(Context& context, const float* source, void* cache, int64_t width,
+                const int32_t* positions, int64_t n_rows, DType type) {
+  if (type != DType::F32 && type != DType::F16) {
     return Status::errorf("CUDA store_kv: a {} KV cache (supported: f32, f16)", dtype_name(type));
   }
-  return launch("store_kv", store_f16_kernel, blocks_for(n), kThreads, context.impl().stream, source,
-                static_cast<__half*>(cache), n);
+  const int64_t n = n_rows * width;
+  if (n <= 0) return ok_status();
+  cudaStream_t stream = context.impl().stream;
+  if (type == DType::F32) {
+    return launch("store_kv", store_kv_kernel<float>, blocks_for(n), kThreads, stream, source,
+                  static_cast<float*>(cache), width, positions, n);
+  }
+  return launch("store_kv", store_kv_kernel<__half>, blocks_for(n), kThreads, stream, source,
+                static_cast<__half*>(cache), width, positions, n);
 }
 
 Status add(Context& context, const float* a, const float* b, float* output, int64_t n) {

@@ -21,12 +21,9 @@ namespace {
 constexpr int kWarpsPerBlock = 4;
 constexpr int64_t kSliceBytes = int64_t{64} << 20;  // dequantized weight per GEMM slice
 
-// table: when not null, the weight is table[*selected] instead (matmul_selected).
 template <DType kType, int kTokens>
-__global__ void matvec_kernel(const uint8_t* weight, const void* const* table,
-                              const int32_t* selected, int64_t row_bytes, int64_t rows,
+__global__ void matvec_kernel(const uint8_t* weight, int64_t row_bytes, int64_t rows,
                               int64_t cols, const float* input, int n_tokens, float* output) {
-  if (table) weight = static_cast<const uint8_t*>(table[*selected]);
   const int lane = threadIdx.x % 32;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
   if (row >= rows) return;  // whole warps leave together
@@ -58,10 +55,8 @@ __global__ void matvec_kernel(const uint8_t* weight, const void* const* table,
 // Plain (f32, f16, bf16) rows whose width is not whole chunks (MLA's per-head matrices of small
 // models): one warp per (row, token), lane i takes elements i, i + 32, ...
 template <DType kType>
-__global__ void ragged_matvec_kernel(const uint8_t* weight, const void* const* table,
-                                     const int32_t* selected, int64_t rows, int64_t cols,
+__global__ void ragged_matvec_kernel(const uint8_t* weight, int64_t rows, int64_t cols,
                                      const float* input, int64_t n_tokens, float* output) {
-  if (table) weight = static_cast<const uint8_t*>(table[*selected]);
   const int lane = threadIdx.x % 32;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
   if (row >= rows) return;
@@ -112,8 +107,7 @@ __global__ void to_bf16_kernel(const float* in, __nv_bfloat16* out, int64_t n) {
 
 template <DType kType>
 Status launch_matvec(Context& context, const DeviceWeight& weight, const float* input,
-                     int64_t n_tokens, float* output, const void* const* table = nullptr,
-                     const int32_t* selected = nullptr) {
+                     int64_t n_tokens, float* output) {
   const dim3 grid(static_cast<unsigned>(ceil_div(weight.rows, kWarpsPerBlock)));
   const dim3 block(32 * kWarpsPerBlock);
   cudaStream_t stream = context.impl().stream;
@@ -122,12 +116,12 @@ Status launch_matvec(Context& context, const DeviceWeight& weight, const float* 
     if (weight.cols % kChunk != 0) {
       const dim3 ragged_grid(grid.x, static_cast<unsigned>(std::min<int64_t>(n_tokens, 65535)));
       return launch("ragged matvec", ragged_matvec_kernel<kType>, ragged_grid, block, stream, data,
-                    table, selected, weight.rows, weight.cols, input, n_tokens, output);
+                    weight.rows, weight.cols, input, n_tokens, output);
     }
   }
   const int tokens = static_cast<int>(n_tokens);
   auto run = [&](auto kernel) {
-    return launch("matvec", kernel, grid, block, stream, data, table, selected, weight.row_bytes(),
+    return launch("matvec", kernel, grid, block, stream, data, weight.row_bytes(),
                   weight.rows, weight.cols, input, tokens, output);
   };
   if (n_tokens == 1) return run(matvec_kernel<kType, 1>);
@@ -209,37 +203,7 @@ Status check_weight(const DeviceWeight& weight) {
   return ok_status();
 }
 
-// run(std::integral_constant<DType, type>{}) for a weight type matmul_supported accepts.
-template <typename Run>
-Status with_weight_type(DType type, Run&& run) {
-  switch (type) {
-    case DType::F32: return run(std::integral_constant<DType, DType::F32>{});
-    case DType::F16: return run(std::integral_constant<DType, DType::F16>{});
-    case DType::BF16: return run(std::integral_constant<DType, DType::BF16>{});
-    case DType::Q8_0: return run(std::integral_constant<DType, DType::Q8_0>{});
-    case DType::Q4_0: return run(std::integral_constant<DType, DType::Q4_0>{});
-    case DType::Q4_K: return run(std::integral_constant<DType, DType::Q4_K>{});
-    case DType::Q5_K: return run(std::integral_constant<DType, DType::Q5_K>{});
-    case DType::Q6_K: return run(std::integral_constant<DType, DType::Q6_K>{});
-    default: break;
-  }
-  return Status::errorf("CUDA matmul: weight type {} is not supported", dtype_name(type));
-}
-
 }  // namespace
-
-Status matmul_selected(Context& context, const DeviceWeight& shape, const void* const* table,
-                       const int32_t* selected, const float* input, int64_t n_tokens,
-                       float* output) {
-  MOENAV_RETURN_IF_ERROR(check_weight(shape));
-  if (n_tokens > kMatvecMaxTokens) {
-    return Status::errorf("CUDA matmul_selected: {} tokens (at most {})", n_tokens, kMatvecMaxTokens);
-  }
-  if (n_tokens <= 0 || shape.rows <= 0) return ok_status();
-  return with_weight_type(shape.dtype, [&](auto type) {
-    return launch_matvec<decltype(type)::value>(context, shape, input, n_tokens, output, table, selected);
-  });
-}
 
 Status matmul(Context& context, const DeviceWeight& weight, const float* input, int64_t n_tokens,
               float* output) {

@@ -6,6 +6,10 @@ struct alignas(16) float4 {
   float x, y, z, w;
 };
 
+struct alignas(16) uint4 {
+  unsigned int x, y, z, w;
+};
+
 struct uint3 {
   unsigned int x, y, z;
 };
