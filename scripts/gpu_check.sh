@@ -34,6 +34,11 @@ fi
 ctest --test-dir build-cuda -L gpu --output-on-failure -j 4 > "$OUT/ctest-gpu.log" 2>&1
 grep -E "tests passed|tests failed|\(Failed\)|\(Timeout\)" "$OUT/ctest-gpu.log"
 
+# The expert kernels on Mixtral-8x7B's shapes against the copy bandwidth and cuBLAS measured here.
+./build-cuda/bench/bench_cuda_experts --reps 10 > "$OUT/kernels.jsonl" 2>> "$OUT/bench.log" ||
+  echo "gpu_check: bench_cuda_experts failed"
+cat "$OUT/kernels.jsonl"
+
 bench() {  # name, then bench arguments; one JSON line per run in bench.jsonl, logs in bench.log
   local name=$1; shift
   echo "== $name: $*" >> "$OUT/bench.log"
