@@ -115,9 +115,9 @@ void print(const std::string& bench, const Timing& t, const std::string& fields)
 }
 
 struct Layer {
-  std::vector<cuda::DeviceBuffer> storage;
+  std::vector<cuda::DeviceBuffer> storage;  // the weights, then the tables
   std::vector<cuda::DeviceFfn> experts;
-  cuda::DeviceBuffer gate_table, up_table, down_table;
+  cuda::ExpertTables tables;
 };
 
 }  // namespace
@@ -172,9 +172,14 @@ int main(int argc, char** argv) {
       tables[0].push_back(ffn.gate.data), tables[1].push_back(ffn.up.data), tables[2].push_back(ffn.down.data);
       layer.experts.push_back(ffn);
     }
-    layer.gate_table = upload(context, tables[0], "gate table");
-    layer.up_table = upload(context, tables[1], "up table");
-    layer.down_table = upload(context, tables[2], "down table");
+    layer.tables.gate = layer.experts.front().gate;
+    layer.tables.up = layer.experts.front().up;
+    layer.tables.down = layer.experts.front().down;
+    const void* const** data[3] = {&layer.tables.gate_data, &layer.tables.up_data, &layer.tables.down_data};
+    for (int i = 0; i < 3; ++i) {
+      layer.storage.push_back(upload(context, tables[i], "expert table"));
+      *data[i] = layer.storage.back().as<const void* const>();
+    }
   }
   const double expert_bytes = 3.0 * static_cast<double>(matrix_bytes);
   const auto per_layer = [&](Timing t) { return Timing{t.median_ms / static_cast<double>(s.layers), t.best_ms / static_cast<double>(s.layers)}; };
@@ -206,10 +211,7 @@ int main(int argc, char** argv) {
   const Timing decode = per_layer(time_it(context, reps, [&] {
     for (Layer& layer : layers) {
       cuda::SelectedExperts experts;
-      experts.gate = layer.experts.front().gate, experts.up = experts.gate, experts.down = layer.experts.front().down;
-      experts.gate_table = layer.gate_table.as<const void* const>();
-      experts.up_table = layer.up_table.as<const void* const>();
-      experts.down_table = layer.down_table.as<const void* const>();
+      experts.tables = layer.tables;
       experts.selected = selected.as<int32_t>();
       experts.n_pairs = s.k;
       experts.k = s.k;
@@ -274,10 +276,7 @@ int main(int argc, char** argv) {
   const Timing grouped = per_layer(time_it(context, reps, [&] {
     for (Layer& layer : layers) {
       cuda::GroupedExperts experts;
-      experts.gate = layer.experts.front().gate, experts.up = experts.gate, experts.down = layer.experts.front().down;
-      experts.gate_table = layer.gate_table.as<const void* const>();
-      experts.up_table = layer.up_table.as<const void* const>();
-      experts.down_table = layer.down_table.as<const void* const>();
+      experts.tables = layer.tables;
       experts.group_experts = device_group_experts.as<int32_t>();
       experts.group_first = device_group_first.as<int32_t>();
       experts.n_groups = s.experts;

@@ -95,10 +95,10 @@ int run_bench(BenchArgs& args) {
   if (result->gpu_peak_bytes >= 0) fmt::print("peak GPU memory {:.1f} MiB (allocator high-water)\n", result->gpu_peak_bytes / 1048576.0);
   if (result->gpu_process_bytes >= 0) fmt::print("GPU memory of this process {:.1f} MiB (NVML, at the end)\n", result->gpu_process_bytes / 1048576.0);
   fmt::print("{}\n", plan.to_string());
-  fmt::print("experts ({} runs): {} hits, {} misses ({:.1f}% hit rate); misses fetched {}, staged {}, cpu {}, "
-             "lowbit {}, skipped {}; evictions {}\n", args.options.warmup + args.options.repetitions,
+  fmt::print("experts ({} runs): {} hits, {} misses ({:.1f}% hit rate); misses fetched {}, staged {}, cpu {} "
+             "(split {}), lowbit {}, skipped {}; evictions {}\n", args.options.warmup + args.options.repetitions,
              counters.fast_hits(), counters.fast_misses(), 100.0 * counters.hit_rate(), counters.miss_fetched,
-             counters.miss_staged, counters.miss_cpu, counters.miss_lowbit, counters.miss_skipped, counters.evictions);
+             counters.miss_staged, counters.miss_cpu, counters.miss_split, counters.miss_lowbit, counters.miss_skipped, counters.evictions);
   fmt::print("expert bytes: disk->host {:.2f} MB (payload {:.2f} MB); stalled {:.3f} s; I/O busy {:.3f} s; "
              "prefetch issued {}, used {}, wasted {}, late {} (accuracy {:.1f}%)\n",
              counters.disk_to_host_bytes / 1e6, counters.payload_bytes / 1e6, counters.stall_seconds,

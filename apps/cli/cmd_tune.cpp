@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "backend/cuda.h"
 #include "cli/options.h"
 #include "report/report_builder.h"
 #include "report/text_tables.h"
@@ -63,6 +64,12 @@ int run_tune_command(TuneArgs& args) {
   if (!base.ok()) return fail(base.status());
   auto preset = tune::space_preset_from_name(args.space);
   if (!preset.ok()) return fail(preset.status());
+  auto goal = tune::parse_goal(args.options.objective, args.options.constraints);
+  if (!goal.ok()) return fail(goal.status());
+  const bool gpu = goal->speaks_of_gpu() && cuda::available().ok();
+  for (const std::string& note : tune::fit_base_to_goal(*base, *goal, option_given(args.engine, "device.backend"), gpu)) {
+    fmt::print("moenav tune: {}\n", note);
+  }
   args.options.model_path = args.engine.model;
   args.options.base = *base;
   args.options.preset = *preset;

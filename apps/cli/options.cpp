@@ -1,6 +1,11 @@
 #include "cli/options.h"
 
+#include <algorithm>
+#include <cstdlib>
+#include <fstream>
+
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 namespace moenav::cli {
 
@@ -26,6 +31,17 @@ Expected<EngineConfig> resolve_config(const EngineOptions& options) {
     MOENAV_RETURN_IF_ERROR(set_option(config, path, value));
   }
   return config;
+}
+
+bool option_given(const EngineOptions& options, std::string_view path) {
+  if (options.flag_values.count(std::string(path)) > 0) return true;
+  if (std::getenv(environment_name(path).c_str()) != nullptr) return true;
+  if (options.config_file.empty()) return false;
+  std::ifstream stream(options.config_file);
+  const nlohmann::json document = nlohmann::json::parse(stream, nullptr, /*allow_exceptions=*/false);
+  std::string pointer = "/" + std::string(path);
+  std::replace(pointer.begin(), pointer.end(), '.', '/');
+  return !document.is_discarded() && document.contains(nlohmann::json::json_pointer(pointer));
 }
 
 std::unique_ptr<Engine> open_engine(const EngineOptions& options) {

@@ -25,6 +25,8 @@ void add_engine_options(CLI::App& command, EngineOptions& options);
 
 // File, then environment, then flags.
 Expected<EngineConfig> resolve_config(const EngineOptions& options);
+// Whether the option at `path` ("device.backend") was set by a flag, the environment or the file.
+bool option_given(const EngineOptions& options, std::string_view path);
 
 // resolve_config + Engine::create, printing the error on failure.
 std::unique_ptr<Engine> open_engine(const EngineOptions& options);

@@ -29,6 +29,7 @@ struct ExpertCounters {
   int64_t miss_fetched = 0;   // loaded into a cache slot, then computed there
   int64_t miss_staged = 0;    // loaded into a transient buffer, not cached (static placement)
   int64_t miss_cpu = 0;       // computed on the CPU from the host copy (Fiddler)
+  int64_t miss_split = 0;     // of miss_cpu: gate and up on the CPU, down fetched to the GPU
   int64_t miss_lowbit = 0;    // computed from the low-precision copy (HOBBIT)
   int64_t miss_skipped = 0;   // dropped (changes quality)
   int64_t evictions = 0;

@@ -50,15 +50,23 @@ inline bool matmul_supported(DType weight_type) {
 constexpr int64_t kMatvecMaxTokens = 8;
 Status matmul(Context& context, const DeviceWeight& weight, const float* input, int64_t n_tokens,
               float* output);
+// One layer's experts, of one type and shape per projection, as device tables indexed by expert:
+// each projection's matrix (in the shape's type; the shapes' data unused) and, optionally, its
+// f32 bias (gpt-oss; null tables: no biases).
+struct ExpertTables {
+  DeviceWeight gate, up, down;  // shapes only
+  const void* const* gate_data = nullptr;
+  const void* const* up_data = nullptr;
+  const void* const* down_data = nullptr;
+  const float* const* gate_bias = nullptr;
+  const float* const* up_bias = nullptr;
+  const float* const* down_bias = nullptr;
+};
 // The routed experts of a decode step whose routing was chosen on the device (router_top_k),
 // every (token, slot) pair p = token * k + slot in one launch per projection: pair p runs expert
-// selected[p], whose matrices are table[selected[p]] in device arrays of one layer's same-shaped
-// experts (each as the shape says; its data unused). No trip to the host for the selection.
+// selected[p] of the tables. No trip to the host for the selection.
 struct SelectedExperts {
-  DeviceWeight gate, up, down;  // shapes only
-  const void* const* gate_table = nullptr;
-  const void* const* up_table = nullptr;
-  const void* const* down_table = nullptr;
+  ExpertTables tables;
   const int32_t* selected = nullptr;  // [n_pairs]
   int64_t n_pairs = 0;                // tokens * k, at most 65535
   int64_t k = 0;                      // pairs per token
@@ -69,10 +77,11 @@ struct GluArgs {
   float alpha = 1.702f;
   float limit = 7.0f;
 };
-// activated[p, :] = act(gate . x, up . x) of pair p's expert, x = input[p / k]: [n_pairs, N].
+// activated[p, :] = act(gate . x + gate_bias, up . x + up_bias) of pair p's expert, x = input[p / k]:
+// [n_pairs, N].
 Status selected_gate_up(Context& context, const SelectedExperts& experts, const float* input,
                         const GluArgs& glu, float* activated);
-// output[p, :] = down . activated[p] of pair p's expert: [n_pairs, hidden].
+// output[p, :] = down . activated[p] + down_bias of pair p's expert: [n_pairs, hidden].
 Status selected_down(Context& context, const SelectedExperts& experts, const float* activated,
                      float* output);
 // output[t, :] = the sum over slots, in slot order (as the CPU's Combine), of weights[p] *
@@ -84,26 +93,24 @@ Status combine_slots(Context& context, const float* pair_output, const float* we
 
 // The routed experts of a prefill batch routed on the host, grouped: the (token, slot) pairs
 // sorted by expert, group g the rows [group_first[g], group_first[g + 1]) of expert
-// group_experts[g] (tables as SelectedExperts'), every group in one launch per projection.
+// group_experts[g] of the tables, every group in one launch per projection.
 // Weights are dequantized tile by tile into shared memory and multiplied on tensor cores: bf16
 // inputs (bf16 rows: uint16_t bits), f32 accumulation, as the bf16 GEMM of matmul.
 constexpr int64_t kGroupedTileRows = 64;  // pair rows per tile
 // The row tiles of a group of `group_rows` pairs; n_row_tiles sums them over the groups.
 int64_t grouped_row_tiles(int64_t group_rows);
 struct GroupedExperts {
-  DeviceWeight gate, up, down;  // shapes only
-  const void* const* gate_table = nullptr;
-  const void* const* up_table = nullptr;
-  const void* const* down_table = nullptr;
+  ExpertTables tables;
   const int32_t* group_experts = nullptr;  // device [n_groups]
   const int32_t* group_first = nullptr;    // device [n_groups + 1]
   int64_t n_groups = 0;
   int64_t n_row_tiles = 0;                 // at most 65535
 };
-// activated[p, :] = bf16(act(gate . x, up . x)) of the pair's expert, x = input[p]: [pairs, N].
+// activated[p, :] = bf16(act(gate . x + gate_bias, up . x + up_bias)) of the pair's expert,
+// x = input[p]: [pairs, N].
 Status grouped_gate_up(Context& context, const GroupedExperts& experts, const uint16_t* input,
                        const GluArgs& glu, uint16_t* activated);
-// output[p, :] = down . activated[p] of the pair's expert: f32 [pairs, hidden].
+// output[p, :] = down . activated[p] + down_bias of the pair's expert: f32 [pairs, hidden].
 Status grouped_down(Context& context, const GroupedExperts& experts, const uint16_t* activated,
                     float* output);
 // dst[i, :] = bf16(src[rows[i], :]): the grouped experts' input rows.

@@ -11,17 +11,19 @@ namespace moenav {
 
 Expected<MissPolicy> parse_miss_policy(std::string_view name) {
   if (name == "fetch" || name == "auto") return MissPolicy::Fetch;
-  if (name == "cpu") return MissPolicy::Cpu;
+  if (name == "cpu" || name == "split") return MissPolicy::Cpu;
   if (name == "lowbit") return MissPolicy::LowBit;
   if (name == "skip") return MissPolicy::Skip;
-  return Status::errorf("miss.policy '{}' is unknown (choose one of: fetch, cpu, lowbit, skip, auto)", name);
+  return Status::errorf("miss.policy '{}' is unknown (choose one of: fetch, cpu, lowbit, skip, auto, split)", name);
 }
 
 ExpertCache::ExpertCache(CacheSettings settings) : settings_(std::move(settings)) {}
 
 Expected<std::unique_ptr<ExpertCache>> ExpertCache::create(CacheSettings settings) {
-  if (settings.slots_per_partition < 1) {
-    return Status::errorf("expert cache: {} slots per partition; at least 1 is needed",
+  // No slots at all is a cache that always misses: every use goes the miss policy's way (the GPU
+  // tier's experts kept off the device).
+  if (settings.slots_per_partition < 0) {
+    return Status::errorf("expert cache: {} slots per partition; must be >= 0",
                           settings.slots_per_partition);
   }
   std::unique_ptr<ExpertCache> cache(new ExpertCache(std::move(settings)));

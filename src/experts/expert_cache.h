@@ -31,7 +31,8 @@ struct RoutingStats;
 
 // What a miss in the fast tier does (miss.policy).
 enum class MissPolicy : uint8_t { Fetch, Cpu, LowBit, Skip, Count };
-// "auto" is "fetch" until a GPU tier measures rates to choose by.
+// "auto" is "fetch" until a GPU tier measures rates to choose by; "split" is "cpu" but on the GPU
+// tier, where a miss's down projection is fetched and run on the GPU.
 Expected<MissPolicy> parse_miss_policy(std::string_view name);
 
 // How an expert is served this step.

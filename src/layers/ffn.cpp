@@ -69,14 +69,17 @@ void gate_up_activation(const FfnWeights& weights, const float* input, int64_t n
 
 }  // namespace
 
+void ffn_gate_up(const FfnWeights& weights, const float* input, int64_t n_rows, Workspace& work,
+                 ThreadPool& pool, const Activation& activation) {
+  MOENAV_CHECK(weights.up.rows() == weights.gate.rows() && weights.up.cols() == weights.gate.cols());
+  gate_up_activation(weights, input, n_rows, work.ffn_gate.data(), work.ffn_up.data(), pool, activation);
+}
+
 void ffn_forward(const FfnWeights& weights, const float* input, int64_t n_rows, float* output,
                  Workspace& work, ThreadPool& pool, const Activation& activation) {
-  MOENAV_CHECK(weights.up.rows() == weights.gate.rows() && weights.up.cols() == weights.gate.cols());
   const int64_t hidden = weights.down.rows();
-  float* gate = work.ffn_gate.data();  // [n_rows, ffn]
-  float* up = work.ffn_up.data();      // [n_rows, ffn]
-  gate_up_activation(weights, input, n_rows, gate, up, pool, activation);
-  cpu::matmul(weights.down, gate, n_rows, output, pool);
+  ffn_gate_up(weights, input, n_rows, work, pool, activation);
+  cpu::matmul(weights.down, work.ffn_gate.data(), n_rows, output, pool);
   if (!weights.down_bias.empty()) {
     const float* bias = static_cast<const float*>(weights.down_bias.data);
     for (int64_t r = 0; r < n_rows; ++r)

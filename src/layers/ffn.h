@@ -22,6 +22,10 @@ inline Activation expert_activation(const ModelConfig& config) {
   return {config.expert_activation, config.swiglu_alpha, config.swiglu_limit};
 }
 
+// input: [n_rows, hidden] -> work.ffn_gate: [n_rows, ffn] = act(gate(x) + b_gate, up(x) + b_up),
+// the down projection's input; uses work.ffn_up.
+void ffn_gate_up(const FfnWeights& weights, const float* input, int64_t n_rows, Workspace& work,
+                 ThreadPool& pool, const Activation& activation = {});
 // input: [n_rows, hidden] -> output: [n_rows, hidden]; uses work.ffn_gate / work.ffn_up.
 void ffn_forward(const FfnWeights& weights, const float* input, int64_t n_rows, float* output,
                  Workspace& work, ThreadPool& pool, const Activation& activation = {});

@@ -113,30 +113,46 @@ Status upload_expert_tables(DeviceLayer& layer, cuda::Context& context,
     }
   }
   if (first.gate.cols % 32 != 0 || first.down.cols % 32 != 0) return ok_status();  // rows of partial chunks
-  auto table = [&](const DeviceWeight DeviceFfn::*projection, const char* what) -> Expected<const void* const*> {
-    std::vector<const void*> data;
-    for (const DeviceFfn& expert : layer.experts) data.push_back((expert.*projection).data);
-    const auto bytes = static_cast<int64_t>(data.size() * sizeof(void*));
+  auto table = [&](const std::vector<const void*>& entries, const char* what) -> Expected<const void* const*> {
+    const auto bytes = static_cast<int64_t>(entries.size() * sizeof(void*));
     MOENAV_ASSIGN_OR_RETURN(DeviceBuffer buffer, context.allocate(bytes, fmt::format("{} {} table", name, what)));
-    MOENAV_RETURN_IF_ERROR(context.upload(buffer, data.data(), bytes));
+    MOENAV_RETURN_IF_ERROR(context.upload(buffer, entries.data(), bytes));
     const auto* device = buffer.as<const void* const>();
     storage.push_back(std::move(buffer));
     return device;
   };
-  MOENAV_ASSIGN_OR_RETURN(layer.gate_table, table(&DeviceFfn::gate, "expert gate"));
-  MOENAV_ASSIGN_OR_RETURN(layer.up_table, table(&DeviceFfn::up, "expert up"));
-  MOENAV_ASSIGN_OR_RETURN(layer.down_table, table(&DeviceFfn::down, "expert down"));
+  auto data = [&](const DeviceWeight DeviceFfn::*projection, const char* what) {
+    std::vector<const void*> entries;
+    for (const DeviceFfn& expert : layer.experts) entries.push_back((expert.*projection).data);
+    return table(entries, what);
+  };
+  // Biases are all there or all absent (expert_bias); a null table stands for none.
+  auto bias = [&](const float* DeviceFfn::*projection, const char* what) -> Expected<const float* const*> {
+    if (first.*projection == nullptr) return nullptr;
+    std::vector<const void*> entries;
+    for (const DeviceFfn& expert : layer.experts) entries.push_back(expert.*projection);
+    MOENAV_ASSIGN_OR_RETURN(const void* const* device, table(entries, what));
+    return reinterpret_cast<const float* const*>(device);
+  };
+  cuda::ExpertTables& t = layer.tables;
+  t.gate = first.gate, t.up = first.up, t.down = first.down;
+  MOENAV_ASSIGN_OR_RETURN(t.gate_data, data(&DeviceFfn::gate, "expert gate"));
+  MOENAV_ASSIGN_OR_RETURN(t.up_data, data(&DeviceFfn::up, "expert up"));
+  MOENAV_ASSIGN_OR_RETURN(t.down_data, data(&DeviceFfn::down, "expert down"));
+  MOENAV_ASSIGN_OR_RETURN(t.gate_bias, bias(&DeviceFfn::gate_bias, "expert gate bias"));
+  MOENAV_ASSIGN_OR_RETURN(t.up_bias, bias(&DeviceFfn::up_bias, "expert up bias"));
+  MOENAV_ASSIGN_OR_RETURN(t.down_bias, bias(&DeviceFfn::down_bias, "expert down bias"));
   return ok_status();
 }
 
 // What the device expert cache is planned from: the budget, every weight but the experts, and a
 // reserve for activations (a 512-row batch: residual stream, projections, FFN, logits), the KV
 // cache of up to 4096 positions and cuBLAS' workspace.
-DeviceSlotInputs device_slot_inputs(const Model& model, int64_t budget, int64_t lowbit_bytes) {
+DeviceSlotInputs device_slot_inputs(const Model& model, int64_t budget, int64_t miss_bytes) {
   const ModelConfig& c = model.config;
   DeviceSlotInputs in;
   in.budget_bytes = budget;
-  in.lowbit_bytes = lowbit_bytes;
+  in.miss_bytes = miss_bytes;
   const std::vector<int64_t> key_bytes = expert_key_bytes(model);
   in.resident_bytes = model.total_bytes() - std::accumulate(key_bytes.begin(), key_bytes.end(), int64_t{0});
   const int64_t ffn = std::max({c.expert_ffn, c.dense_ffn, c.shared_expert_ffn});
@@ -187,11 +203,11 @@ Expected<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const Model& model,
   decoder->weights_.reset(new Weights{{}, nullptr, {}, nullptr, {}, nullptr, Rope(c)});
   Weights& device = *decoder->weights_;
   Uploader upload(context, device.storage);
-  MOENAV_ASSIGN_OR_RETURN(const int64_t lowbit_bytes, device_lowbit_bytes(model, config));
+  MOENAV_ASSIGN_OR_RETURN(const int64_t miss_bytes, device_miss_bytes(model, config));
   MOENAV_ASSIGN_OR_RETURN(
       const DeviceSlotPlan slots,
       plan_device_slots(config.placement.expert_cache.size,
-                        device_slot_inputs(model, context.budget_bytes(), lowbit_bytes)));
+                        device_slot_inputs(model, context.budget_bytes(), miss_bytes)));
   auto with_budget_hint = [&](Status status) {
     if (slots.cached) return status;
     return status.with_context(fmt::format(
@@ -233,6 +249,7 @@ Expected<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const Model& model,
           out.expert_biases.push_back(biases);
         }
         MOENAV_RETURN_IF_ERROR(upload_expert_tables(out, context, device.storage, name));
+        MOENAV_ASSIGN_OR_RETURN(out.router_bias, upload.vector(layer.router_bias, name + " router bias"));
         MOENAV_ASSIGN_OR_RETURN(out.selection_bias,
                                 upload.vector(layer.expert_selection_bias, name + " selection bias"));
         if (c.n_shared_experts > 0) {
@@ -253,7 +270,7 @@ Expected<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const Model& model,
     return ok_status();
   };
   MOENAV_RETURN_IF_ERROR(with_budget_hint(upload_all()));
-  decoder->groups_experts_ = context.gemm_precision() == cuda::GemmPrecision::Bf16 && !slots.cached && !c.expert_bias;
+  decoder->groups_experts_ = context.gemm_precision() == cuda::GemmPrecision::Bf16 && !slots.cached;
   if (slots.cached) {
     MOENAV_ASSIGN_OR_RETURN(device.experts, DeviceExpertCache::create(context, model, config, slots, pool));
   }

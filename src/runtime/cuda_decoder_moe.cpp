@@ -34,15 +34,14 @@ Status run_ffn(cuda::Context& context, const DeviceFfn& ffn, const float* input,
 bool CudaDecoder::routes_on_device(int64_t n_rows, const RoutingPolicy& policy) const {
   const ModelConfig& c = model_->config;
   if (n_rows > kDeviceRoutingRows || weights_->experts != nullptr || policy.adjusts_selection() ||
-      c.n_expert_groups > 1 || c.n_experts > 256 || c.expert_bias) {
+      c.n_expert_groups > 1 || c.n_experts > 256) {
     return false;
   }
   for (int64_t l = 0; l < c.n_layers; ++l) {
     if (!c.is_moe_layer(l)) continue;
     const int64_t k = policy.k_for_layer(l);
-    if (weights_->layers[static_cast<size_t>(l)].gate_table == nullptr || policy.allowed(l) != nullptr ||
-        !model_->weights.layers[static_cast<size_t>(l)].router_bias.empty() || k < 1 || k > 16 ||
-        k > c.n_experts) {
+    if (weights_->layers[static_cast<size_t>(l)].tables.gate_data == nullptr || policy.allowed(l) != nullptr ||
+        k < 1 || k > 16 || k > c.n_experts) {
       return false;
     }
   }
@@ -74,6 +73,7 @@ Status CudaDecoder::moe_on_device(int64_t l, int64_t n_rows, int64_t k, bool obs
   cuda::Context& context = *context_;
   const float* normed = b.normed.as<float>();
   MOENAV_RETURN_IF_ERROR(cuda::matmul(context, layer.router, normed, n_rows, b.router_logits.as<float>()));
+  MOENAV_RETURN_IF_ERROR(cuda::add_bias(context, b.router_logits.as<float>(), layer.router_bias, n_rows, c.n_experts));
   cuda::RouterArgs args;
   args.logits = b.router_logits.as<float>();
   args.selection_bias = layer.selection_bias;
@@ -95,10 +95,8 @@ Status CudaDecoder::moe_on_device(int64_t l, int64_t n_rows, int64_t k, bool obs
     MOENAV_RETURN_IF_ERROR(context.download_pinned(reinterpret_cast<float*>(experts + all) + at, b.selected_weights,
                                                    n_rows * k * int64_t{sizeof(float)}));
   }
-  const DeviceFfn& shape = layer.experts.front();
   cuda::SelectedExperts experts;
-  experts.gate = shape.gate, experts.up = shape.up, experts.down = shape.down;
-  experts.gate_table = layer.gate_table, experts.up_table = layer.up_table, experts.down_table = layer.down_table;
+  experts.tables = layer.tables;
   experts.selected = b.selected.as<int32_t>();
   experts.n_pairs = n_rows * k;
   experts.k = k;
@@ -189,7 +187,13 @@ Status CudaDecoder::moe(int64_t l, int64_t n_rows, const RoutingPolicy& policy,
     MOENAV_RETURN_IF_ERROR(cache->begin_layer(l, used, top1, n_rows, routing.experts, routing.k,
                                               cache->needs_host_rows() ? b.host_normed.data() : nullptr));
   }
-  std::vector<std::pair<int64_t, const FfnWeights*>> on_cpu;  // (expert, host weights)
+  struct CpuExpert {
+    int64_t expert;
+    const FfnWeights* host;
+    DeviceWeight down;  // a split miss: its down projection runs on the GPU
+    bool split() const { return down.data != nullptr; }
+  };
+  std::vector<CpuExpert> on_cpu;
   for (int64_t e = 0; e < c.n_experts; ++e) {
     const int64_t first = offsets[static_cast<size_t>(e)], n = offsets[static_cast<size_t>(e + 1)] - first;
     if (n == 0) continue;
@@ -197,8 +201,9 @@ Status CudaDecoder::moe(int64_t l, int64_t n_rows, const RoutingPolicy& policy,
     if (cache != nullptr) {
       MOENAV_ASSIGN_OR_RETURN(const DeviceExpertCache::Lease lease, cache->acquire(l, static_cast<int32_t>(e)));
       if (lease.skipped || lease.host != nullptr) {  // skipped: as a skipped selection in Combine
-        if (lease.host != nullptr) on_cpu.emplace_back(e, lease.host);
-        MOENAV_RETURN_IF_ERROR(cache->release(l, static_cast<int32_t>(e)));
+        if (lease.host != nullptr) on_cpu.push_back({e, lease.host, lease.down});
+        // A split miss's down slot stays leased until its kernels are queued below.
+        if (lease.down.data == nullptr) MOENAV_RETURN_IF_ERROR(cache->release(l, static_cast<int32_t>(e)));
         continue;
       }
       weights = lease.weights;
@@ -220,17 +225,20 @@ Status CudaDecoder::moe(int64_t l, int64_t n_rows, const RoutingPolicy& policy,
   }
   // CPU misses run while the GPU works through what was queued above (nothing below waits for it
   // until every CPU expert is done); each result then joins the block output like a GPU expert's,
-  // after them, so the sum's order differs from the all-resident run's.
-  std::vector<int64_t> cpu_first;  // where each CPU expert's rows start in host_output
-  int64_t cpu_rows = 0;
-  for (const auto& [e, host] : on_cpu) {
-    cpu_first.push_back(cpu_rows);
-    cpu_rows += offsets[static_cast<size_t>(e + 1)] - offsets[static_cast<size_t>(e)];
+  // after them, so the sum's order differs from the all-resident run's. A split miss leaves the
+  // CPU with its gate/up activations, which the GPU multiplies by the fetched down projection.
+  std::vector<int64_t> cpu_first;  // where each CPU expert's result starts in host_output
+  int64_t cpu_floats = 0;
+  for (const CpuExpert& cpu : on_cpu) {
+    cpu_first.push_back(cpu_floats);
+    const int64_t n = offsets[static_cast<size_t>(cpu.expert + 1)] - offsets[static_cast<size_t>(cpu.expert)];
+    cpu_floats += n * (cpu.split() ? c.expert_ffn : c.hidden);
   }
-  b.host_output.resize(static_cast<size_t>(cpu_rows * c.hidden));
+  b.host_output.resize(static_cast<size_t>(cpu_floats));
   for (size_t i = 0; i < on_cpu.size(); ++i) {
-    const auto [e, host] = on_cpu[i];
-    const int64_t first = offsets[static_cast<size_t>(e)], n = offsets[static_cast<size_t>(e + 1)] - first;
+    const CpuExpert& cpu = on_cpu[i];
+    const int64_t first = offsets[static_cast<size_t>(cpu.expert)];
+    const int64_t n = offsets[static_cast<size_t>(cpu.expert + 1)] - first;
     b.host_gathered.resize(static_cast<size_t>(n * c.hidden));
     for (int64_t r = 0; r < n; ++r) {
       const float* row = b.host_normed.data() + b.host_routes[static_cast<size_t>(first + r)] * c.hidden;
@@ -238,15 +246,31 @@ Status CudaDecoder::moe(int64_t l, int64_t n_rows, const RoutingPolicy& policy,
     }
     b.host_work.ffn_gate.resize(static_cast<size_t>(n * c.expert_ffn));
     b.host_work.ffn_up.resize(static_cast<size_t>(n * c.expert_ffn));
-    ffn_forward(*host, b.host_gathered.data(), n, b.host_output.data() + cpu_first[i] * c.hidden,
-                b.host_work, *pool_, expert_activation(c));
+    float* result = b.host_output.data() + cpu_first[i];
+    if (cpu.split()) {
+      ffn_gate_up(*cpu.host, b.host_gathered.data(), n, b.host_work, *pool_, expert_activation(c));
+      std::copy_n(b.host_work.ffn_gate.data(), n * c.expert_ffn, result);
+    } else {
+      ffn_forward(*cpu.host, b.host_gathered.data(), n, result, b.host_work, *pool_, expert_activation(c));
+    }
   }
   for (size_t i = 0; i < on_cpu.size(); ++i) {
-    const int64_t e = on_cpu[i].first;
-    const int64_t first = offsets[static_cast<size_t>(e)], n = offsets[static_cast<size_t>(e + 1)] - first;
-    // upload() waits for the stream: the GPU experts' scatters are done with expert_output.
-    MOENAV_RETURN_IF_ERROR(context.upload(b.expert_output, b.host_output.data() + cpu_first[i] * c.hidden,
-                                          n * c.hidden * int64_t{sizeof(float)}));
+    const CpuExpert& cpu = on_cpu[i];
+    const auto expert = static_cast<int32_t>(cpu.expert);
+    const int64_t first = offsets[static_cast<size_t>(cpu.expert)];
+    const int64_t n = offsets[static_cast<size_t>(cpu.expert + 1)] - first;
+    const float* result = b.host_output.data() + cpu_first[i];
+    // upload() waits for the stream: the GPU experts' kernels are done with gate and expert_output.
+    if (cpu.split()) {
+      MOENAV_RETURN_IF_ERROR(context.upload(b.gate, result, n * c.expert_ffn * int64_t{sizeof(float)}));
+      MOENAV_RETURN_IF_ERROR(cache->await_down(expert));
+      MOENAV_RETURN_IF_ERROR(cuda::matmul(context, cpu.down, b.gate.as<float>(), n, b.expert_output.as<float>()));
+      const float* bias = layer.expert_biases.empty() ? nullptr : layer.expert_biases[static_cast<size_t>(expert)].down_bias;
+      MOENAV_RETURN_IF_ERROR(cuda::add_bias(context, b.expert_output.as<float>(), bias, n, c.hidden));
+      MOENAV_RETURN_IF_ERROR(cache->release(l, expert));
+    } else {
+      MOENAV_RETURN_IF_ERROR(context.upload(b.expert_output, result, n * c.hidden * int64_t{sizeof(float)}));
+    }
     MOENAV_RETURN_IF_ERROR(cuda::scatter_add_rows(context, b.expert_output.as<float>(), c.hidden,
                                                   b.routes.as<int32_t>() + first,
                                                   b.route_weights.as<float>() + first, n, output));
@@ -257,7 +281,7 @@ Status CudaDecoder::moe(int64_t l, int64_t n_rows, const RoutingPolicy& policy,
 
 bool CudaDecoder::groups_experts(int64_t l, int64_t n_rows) const {
   return groups_experts_ && n_rows > cuda::kMatvecMaxTokens &&
-         weights_->layers[static_cast<size_t>(l)].gate_table != nullptr;
+         weights_->layers[static_cast<size_t>(l)].tables.gate_data != nullptr;
 }
 
 // The routed experts of a host-routed batch as grouped GEMMs: the pairs (sorted by expert in
@@ -289,10 +313,8 @@ Status CudaDecoder::grouped_experts(int64_t l, int64_t n_rows, int64_t k, std::s
   MOENAV_RETURN_IF_ERROR(context.upload_pinned(b.grouping, staged, staged_words * int64_t{sizeof(int32_t)}));
   const int32_t* pair_rows = b.grouping.as<int32_t>();
 
-  const DeviceFfn& shape = layer.experts.front();
   cuda::GroupedExperts experts;
-  experts.gate = shape.gate, experts.up = shape.up, experts.down = shape.down;
-  experts.gate_table = layer.gate_table, experts.up_table = layer.up_table, experts.down_table = layer.down_table;
+  experts.tables = layer.tables;
   experts.group_experts = pair_rows + n_rows * k;
   experts.group_first = experts.group_experts + n_groups;
   experts.n_groups = n_groups;

@@ -92,11 +92,11 @@ struct DeviceLayer {
   std::vector<DeviceFfn> expert_biases;
   DeviceFfn shared, dense;
   DeviceWeight shared_gate;  // [1, hidden]: sigmoid(x . gate) scales the shared expert
-  // Resident experts of one dtype and shape per projection: the device tables of their data
-  // that the selected-experts kernels read (null otherwise), and the selection bias on the device.
-  const void* const* gate_table = nullptr;
-  const void* const* up_table = nullptr;
-  const void* const* down_table = nullptr;
+  // Resident experts of one dtype and shape per projection: the device tables the selected and
+  // grouped expert kernels read (null data tables otherwise). The router's bias and the selection
+  // bias on the device.
+  cuda::ExpertTables tables;
+  const float* router_bias = nullptr;
   const float* selection_bias = nullptr;
 };
 

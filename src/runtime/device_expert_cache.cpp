@@ -50,24 +50,25 @@ Expected<DeviceSlotPlan> plan_device_slots(std::string_view cache_size,
   if (cache_size == "all" || in.n_moe_layers == 0 || in.slot_bytes <= 0) return plan;
   const int64_t layer_slot_bytes = in.slot_bytes * in.n_moe_layers;
   int64_t per_layer = 0;
-  std::string source;
   if (cache_size == "auto") {
     if (in.budget_bytes <= 0) return plan;  // no budget: everything goes on the device
-    // One slot's worth more is the staging slot.
-    const int64_t available =
-        in.budget_bytes - in.resident_bytes - in.lowbit_bytes - in.reserve_bytes - in.slot_bytes;
-    per_layer = std::max<int64_t>(0, available) / layer_slot_bytes;
-    source = fmt::format("the GPU budget {} less {} of other weights{} and {} for activations and "
-                         "the KV cache", format_bytes(in.budget_bytes), format_bytes(in.resident_bytes),
-                         in.lowbit_bytes > 0 ? fmt::format(", {} of low-precision expert copies",
-                                                           format_bytes(in.lowbit_bytes)) : "",
-                         format_bytes(in.reserve_bytes));
+    // Besides the slots: the other weights, the low-precision copies, the reserve and the staging slot.
+    const int64_t fixed = in.resident_bytes + in.miss_bytes + in.reserve_bytes + in.slot_bytes;
+    if (in.budget_bytes < fixed) {
+      return Status::errorf(
+          "placement.expert_cache.size 'auto': the GPU budget {} is less than the {} needed besides "
+          "the expert slots ({} of other weights{}, {} for activations and the KV cache, a staging "
+          "slot of {}); raise --gpu-memory", format_bytes(in.budget_bytes), format_bytes(fixed),
+          format_bytes(in.resident_bytes),
+          in.miss_bytes > 0 ? fmt::format(", {} for the miss policy", format_bytes(in.miss_bytes)) : "",
+          format_bytes(in.reserve_bytes), format_bytes(in.slot_bytes));
+    }
+    per_layer = (in.budget_bytes - fixed) / layer_slot_bytes;
   } else if (is_count(cache_size)) {
     const char* end = cache_size.data() + cache_size.size();
     if (std::from_chars(cache_size.data(), end, per_layer).ec != std::errc()) {
       return Status::errorf("placement.expert_cache.size '{}': not a slot count this size", cache_size);
     }
-    source = fmt::format("{} slots per MoE layer", per_layer);
   } else {
     auto bytes = parse_byte_size(cache_size);
     if (!bytes.ok()) {
@@ -75,14 +76,10 @@ Expected<DeviceSlotPlan> plan_device_slots(std::string_view cache_size,
                             "byte size: {}", cache_size, bytes.status().message());
     }
     per_layer = *bytes / layer_slot_bytes;
-    source = format_bytes(*bytes);
   }
   if (per_layer >= in.n_experts) return plan;
-  if (per_layer < 1) {
-    return Status::errorf("placement.expert_cache.size '{}': {} leaves less than one device slot "
-                          "({} per expert) for each of the {} MoE layers; raise --gpu-memory or "
-                          "the cache size", cache_size, source, format_bytes(in.slot_bytes), in.n_moe_layers);
-  }
+  // 0 slots: no expert stays on the device; each use goes the miss policy's way (computed on the
+  // CPU, or fetched through the staging slot).
   plan.cached = true;
   plan.slots_per_layer = per_layer;
   return plan;
@@ -99,7 +96,45 @@ int64_t device_slot_bytes(const Model& model) {
   return largest;
 }
 
-Expected<int64_t> device_lowbit_bytes(const Model& model, const EngineConfig& config) {
+// The largest expert down projection, 256-byte aligned: one split down slot.
+int64_t split_slot_bytes(const Model& model) {
+  int64_t largest = 0;
+  for (const LayerWeights& layer : model.weights.layers) {
+    for (const FfnWeights& expert : layer.experts) largest = std::max(largest, aligned(expert.down.bytes()));
+  }
+  return largest;
+}
+
+std::vector<MissService> choose_miss_service(std::span<const MissCost> misses, int max_splits) {
+  std::vector<MissService> services;
+  double fetch_busy = 0.0, cpu_busy = 0.0;  // seconds of the step's work each has so far
+  int splits = 0;
+  for (const MissCost& miss : misses) {
+    struct Option {
+      MissService service;
+      double fetch, cpu;
+    };
+    const Option options[] = {
+        {MissService::Fetch, fetch_busy + miss.fetch_seconds, cpu_busy},
+        {MissService::Cpu, fetch_busy, cpu_busy + miss.cpu_seconds},
+        {MissService::Split, fetch_busy + (1.0 - miss.gate_up_share) * miss.fetch_seconds,
+         cpu_busy + miss.gate_up_share * miss.cpu_seconds}};
+    const Option* best = &options[0];
+    for (const Option& option : options) {
+      if (option.service == MissService::Split && splits >= max_splits) continue;
+      if (std::max(option.fetch, option.cpu) < std::max(best->fetch, best->cpu)) best = &option;
+    }
+    services.push_back(best->service);
+    fetch_busy = best->fetch, cpu_busy = best->cpu;
+    if (best->service == MissService::Split) ++splits;
+  }
+  return services;
+}
+
+Expected<int64_t> device_miss_bytes(const Model& model, const EngineConfig& config) {
+  if (config.miss.policy == "split" || config.miss.policy == "auto") {
+    return DeviceExpertCache::kSplitSlots * split_slot_bytes(model);
+  }
   if (config.miss.policy != "lowbit") return int64_t{0};
   MOENAV_ASSIGN_OR_RETURN(const DType type, lowbit_type(config));
   auto lowbit = LowBitExperts::planned_bytes(model, type);
@@ -162,6 +197,7 @@ Expected<std::unique_ptr<DeviceExpertCache>> DeviceExpertCache::create(cuda::Con
   cache->miss_ = miss;
   cache->pool_ = &pool;
   cache->auto_split_ = config.miss.policy == "auto";
+  cache->split_policy_ = config.miss.policy == "split";
   CacheSettings settings;
   settings.keys = expert_key_space(c, config);
   settings.policy = config.placement.expert_cache.policy;
@@ -186,12 +222,20 @@ Expected<std::unique_ptr<DeviceExpertCache>> DeviceExpertCache::create(cuda::Con
   const int64_t slots = cache->cache_->slot_count();
   MOENAV_ASSIGN_OR_RETURN(cache->slots_, context.allocate(slots * plan.slot_bytes,
                                                           fmt::format("{} expert slots", slots)));
-  MOENAV_ASSIGN_OR_RETURN(cache->staging_, context.allocate(plan.slot_bytes, "the expert staging slot"));
+  if (miss == MissPolicy::Fetch) {  // (auto included) the other policies never copy a miss in
+    MOENAV_ASSIGN_OR_RETURN(cache->staging_, context.allocate(plan.slot_bytes, "the expert staging slot"));
+  }
+  if (cache->auto_split_ || cache->split_policy_) {
+    cache->split_slot_bytes_ = split_slot_bytes(model);
+    MOENAV_ASSIGN_OR_RETURN(cache->split_downs_, context.allocate(kSplitSlots * cache->split_slot_bytes_,
+                                                                  "the down projections of split misses"));
+  }
   cache->slot_weights_.resize(static_cast<size_t>(slots));
   cache->leased_.assign(static_cast<size_t>(c.n_experts), -1);
+  cache->split_.assign(static_cast<size_t>(c.n_experts), 0);
   cache->pinned_ = cache->pin_experts().ok();  // else every miss is a synchronous copy
   if (cache->pinned_) {
-    cache->sync_.resize(static_cast<size_t>(slots + 1));
+    cache->sync_.resize(static_cast<size_t>(slots + 1 + kSplitSlots));
     for (SlotSync& sync : cache->sync_) {
       MOENAV_ASSIGN_OR_RETURN(sync.loaded, context.create_event());
       MOENAV_ASSIGN_OR_RETURN(sync.freed, context.create_event());
@@ -277,23 +321,40 @@ Status DeviceExpertCache::measure_rates(ThreadPool& pool) {
   return ok_status();
 }
 
-void DeviceExpertCache::split_misses(int64_t layer, std::span<const int32_t> experts,
-                                     int64_t n_tokens) {
-  misses_.assign(experts.size(), MissPolicy::Fetch);
-  double fetch_busy = 0.0, cpu_busy = 0.0;  // seconds of this step's work given to each
+void DeviceExpertCache::plan_misses(int64_t layer, std::span<const int32_t> experts, int64_t n_tokens) {
+  misses_.assign(experts.size(), MissPolicy::Cpu);
+  std::fill(split_.begin(), split_.end(), 0);
+  std::vector<size_t> missed;  // indices into experts
+  std::vector<MissCost> costs;
   for (size_t i = 0; i < experts.size(); ++i) {
     if (cache_->resident(layer, experts[i])) continue;
-    const int64_t key = layer * model_.config.n_experts + experts[i];
-    const auto bytes = static_cast<double>(cache_->settings().key_bytes[static_cast<size_t>(key)]);
-    const double fetch = bytes / fetch_rate_;
-    const double cpu = bytes / cpu_rate_ * static_cast<double>(n_tokens);  // a matvec per row, at worst
-    if (cpu_busy + cpu < fetch_busy + fetch) {
-      misses_[i] = MissPolicy::Cpu;
-      cpu_busy += cpu;
-    } else {
-      fetch_busy += fetch;
-    }
+    const FfnWeights& expert = model_.weights.layers[static_cast<size_t>(layer)].experts[static_cast<size_t>(experts[i])];
+    const auto gate_up = static_cast<double>(expert.gate.bytes() + expert.up.bytes());
+    const double bytes = gate_up + static_cast<double>(expert.down.bytes());
+    // A matvec per row on the CPU, at worst.
+    costs.push_back({bytes / fetch_rate_, bytes / cpu_rate_ * static_cast<double>(n_tokens), gate_up / bytes});
+    missed.push_back(i);
   }
+  std::vector<MissService> services;
+  if (auto_split_) {
+    services = choose_miss_service(costs, kSplitSlots);
+  } else {  // split: the first kSplitSlots, the rest wholly on the CPU
+    for (size_t m = 0; m < missed.size(); ++m) services.push_back(m < kSplitSlots ? MissService::Split : MissService::Cpu);
+  }
+  for (size_t m = 0; m < missed.size(); ++m) {
+    const size_t i = missed[m];
+    misses_[i] = services[m] == MissService::Fetch ? MissPolicy::Fetch : MissPolicy::Cpu;
+    if (services[m] == MissService::Split) split_[static_cast<size_t>(experts[i])] = 1;
+  }
+}
+
+Status DeviceExpertCache::copy_tensor(const TensorView& tensor, const cuda::DeviceBuffer& buffer, int64_t offset,
+                                      cuda::DeviceWeight& out) {
+  MOENAV_RETURN_IF_ERROR(pinned_ ? context_.upload_pinned(buffer, tensor.data, tensor.bytes(), offset, cuda::Stream::Copy)
+                                 : context_.upload(buffer, tensor.data, tensor.bytes(), offset));
+  out = {tensor.dtype, tensor.rows(), tensor.cols(), static_cast<uint8_t*>(buffer.data()) + offset};
+  host_to_device_bytes_ += tensor.bytes();
+  return ok_status();
 }
 
 Expected<cuda::DeviceFfn> DeviceExpertCache::copy_in(int32_t key, const cuda::DeviceBuffer& buffer,
@@ -305,12 +366,8 @@ Expected<cuda::DeviceFfn> DeviceExpertCache::copy_in(int32_t key, const cuda::De
   if (pinned_) MOENAV_RETURN_IF_ERROR(context_.wait(cuda::Stream::Copy, sync_[static_cast<size_t>(sync)].freed));
   cuda::DeviceFfn weights;
   auto place = [&](const TensorView& tensor, cuda::DeviceWeight& out) -> Status {
-    MOENAV_RETURN_IF_ERROR(
-        pinned_ ? context_.upload_pinned(buffer, tensor.data, tensor.bytes(), offset, cuda::Stream::Copy)
-                : context_.upload(buffer, tensor.data, tensor.bytes(), offset));
-    out = {tensor.dtype, tensor.rows(), tensor.cols(), static_cast<uint8_t*>(buffer.data()) + offset};
+    MOENAV_RETURN_IF_ERROR(copy_tensor(tensor, buffer, offset, out));
     offset += aligned(tensor.bytes());
-    host_to_device_bytes_ += tensor.bytes();
     return ok_status();
   };
   MOENAV_RETURN_IF_ERROR(place(expert.gate, weights.gate));
@@ -341,10 +398,12 @@ Status DeviceExpertCache::begin_layer(int64_t layer, std::span<const int32_t> ex
                                       std::span<const int32_t> routed, int64_t k,
                                       const float* host_rows) {
   loads_.clear();
-  if (auto_split_ && n_tokens <= kAutoSplitTokens) {
-    split_misses(layer, experts, n_tokens);
+  splits_queued_ = 0;
+  if ((auto_split_ && n_tokens <= kAutoSplitTokens) || split_policy_) {
+    plan_misses(layer, experts, n_tokens);
     cache_->begin_layer(layer, experts, top1, loads_, misses_);
   } else {
+    std::fill(split_.begin(), split_.end(), 0);
     cache_->begin_layer(layer, experts, top1, loads_);
   }
   for (const SlotLoad& load : loads_) MOENAV_RETURN_IF_ERROR(this->load(load));
@@ -389,14 +448,30 @@ Expected<DeviceExpertCache::Lease> DeviceExpertCache::acquire(int64_t layer, int
     case ExpertSource::Skip:
       lease.skipped = true;
       return lease;
-    case ExpertSource::Cpu:
+    case ExpertSource::Cpu: {
       lease.host = &model_.weights.layers[static_cast<size_t>(layer)].experts[static_cast<size_t>(expert)];
+      if (!split_[static_cast<size_t>(expert)] || splits_queued_ >= kSplitSlots) return lease;
+      // The down projection on the copy stream now, while the CPU computes gate and up.
+      const int32_t sync = split_sync(splits_queued_);
+      if (pinned_) MOENAV_RETURN_IF_ERROR(context_.wait(cuda::Stream::Copy, sync_[static_cast<size_t>(sync)].freed));
+      MOENAV_RETURN_IF_ERROR(copy_tensor(lease.host->down, split_downs_, splits_queued_ * split_slot_bytes_, lease.down));
+      if (pinned_) MOENAV_RETURN_IF_ERROR(context_.record(sync_[static_cast<size_t>(sync)].loaded, cuda::Stream::Copy));
+      ++splits_queued_;
+      ++miss_split_;
+      leased = sync;
       return lease;
+    }
     case ExpertSource::LowBit:  // resident for the whole run: nothing to wait for or free
       lease.weights = lowbit_weights_[static_cast<size_t>(layer * model_.config.n_experts + expert)];
       return lease;
   }
   return Status::errorf("layer {} expert {}: unknown expert source", layer, expert);
+}
+
+Status DeviceExpertCache::await_down(int32_t expert) {
+  const int32_t leased = leased_[static_cast<size_t>(expert)];
+  if (leased < 0) return Status::errorf("expert {}: no down projection was fetched for it", expert);
+  return await_loaded(leased);
 }
 
 Status DeviceExpertCache::release(int64_t layer, int32_t expert) {
@@ -413,12 +488,14 @@ void DeviceExpertCache::end_layer(int64_t layer) { cache_->end_layer(layer); }
 ExpertCounters DeviceExpertCache::counters() const {
   ExpertCounters counters = cache_->counters();
   counters.host_to_device_bytes = host_to_device_bytes_;
+  counters.miss_split = miss_split_;
   return counters;
 }
 
 void DeviceExpertCache::reset_counters() {
   cache_->reset_counters();
   host_to_device_bytes_ = 0;
+  miss_split_ = 0;
 }
 
 }  // namespace moenav

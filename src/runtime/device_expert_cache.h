@@ -17,9 +17,13 @@
 // layer is routed, the experts predicted for the next prefetch.depth MoE layers are loaded on
 // the copy stream while the layer computes.
 //
-// miss.policy auto splits each decode step's misses (up to kAutoSplitTokens rows) between the
-// two at once: every miss goes to whichever of PCIe and the CPU would finish its share first, by
-// rates measured at creation on the largest expert; larger batches fetch (the GPU's compute wins).
+// miss.policy split computes a miss's gate and up projections on the CPU while its down
+// projection (a third of its bytes) is copied to the GPU, which then runs it on the CPU's
+// activations: PCIe and the CPU work on one expert at once (at most kSplitSlots a layer; the
+// rest run wholly on the CPU). miss.policy auto serves each decode step's misses (up to
+// kAutoSplitTokens rows) by fetch, cpu or split, whichever finishes the step's misses soonest by
+// rates measured at creation on the largest expert (choose_miss_service); larger batches fetch
+// (the GPU's compute wins).
 #pragma once
 
 #include <cstdint>
@@ -46,7 +50,8 @@ struct Model;
 // How many device slots the experts get. cache_size is placement.expert_cache.size: "all" (no
 // cache), "auto" (what the budget leaves after the resident weights and a reserve for
 // activations and the KV cache), a slot count per MoE layer, or a byte size. cached is false
-// when every expert fits anyway.
+// when every expert fits anyway. 0 slots keeps every expert off the device: each use is a miss
+// (miss.policy cpu computes them all on the CPU, as llama.cpp's --cpu-moe).
 struct DeviceSlotPlan {
   bool cached = false;
   int64_t slots_per_layer = 0;
@@ -59,19 +64,35 @@ struct DeviceSlotInputs {
   int64_t slot_bytes = 0;
   int64_t n_moe_layers = 0;
   int64_t n_experts = 0;
-  int64_t lowbit_bytes = 0;    // the device copies of miss.policy lowbit, 0 for other policies
+  int64_t miss_bytes = 0;      // the miss policy's device buffers: lowbit's copies, split's down slots
 };
 Expected<DeviceSlotPlan> plan_device_slots(std::string_view cache_size,
                                            const DeviceSlotInputs& inputs);
 
 // The device bytes one expert slot takes: the largest expert's projections, 256-byte aligned.
 int64_t device_slot_bytes(const Model& model);
-// The device bytes of miss.policy lowbit's copies of every expert (0 for other policies).
-Expected<int64_t> device_lowbit_bytes(const Model& model, const EngineConfig& config);
+// The device bytes the miss policy keeps: lowbit's copies of every expert, the down-projection
+// slots of split and auto (0 for other policies).
+Expected<int64_t> device_miss_bytes(const Model& model, const EngineConfig& config);
+
+// How one miss of a step can be served: its bytes fetched over PCIe (fetch_seconds), computed on
+// the CPU for all the step's rows (cpu_seconds), or split, gate and up (gate_up_share of its
+// bytes) on the CPU while the down projection is fetched.
+struct MissCost {
+  double fetch_seconds = 0.0;
+  double cpu_seconds = 0.0;
+  double gate_up_share = 2.0 / 3.0;
+};
+enum class MissService : uint8_t { Fetch, Cpu, Split };
+// miss.policy auto: each miss in turn takes the service after which PCIe's and the CPU's work
+// for the step, run side by side, ends soonest (ties: fetch, which also caches the expert);
+// at most max_splits are split.
+std::vector<MissService> choose_miss_service(std::span<const MissCost> misses, int max_splits);
 
 class DeviceExpertCache {
  public:
   static constexpr int64_t kAutoSplitTokens = 4;
+  static constexpr int kSplitSlots = 2;  // down projections of split misses on the device per layer
 
   // pool: the CPU threads that compute misses (cpu and auto policies).
   static Expected<std::unique_ptr<DeviceExpertCache>> create(cuda::Context& context,
@@ -93,15 +114,20 @@ class DeviceExpertCache {
     cuda::DeviceFfn weights;
     bool skipped = false;
     const FfnWeights* host = nullptr;  // set when the miss policy computes it on the CPU instead
+    // With host, for a split miss: its down projection on the device, to run (after await_down)
+    // on the CPU's gate/up activations; released after those kernels are queued.
+    cuda::DeviceWeight down;
   };
   Expected<Lease> acquire(int64_t layer, int32_t expert);
+  // A split miss: the compute stream waits for its down projection's copy.
+  Status await_down(int32_t expert);
   // After the kernels that read the lease's weights are queued.
   Status release(int64_t layer, int32_t expert);
   void end_layer(int64_t layer);
 
   // Whether misses may be computed on the CPU (miss.policy cpu): the decoder then brings the
   // layer's normed rows to the host.
-  bool computes_on_cpu() const { return miss_ == MissPolicy::Cpu || auto_split_; }
+  bool computes_on_cpu() const { return miss_ == MissPolicy::Cpu || auto_split_; }  // split included
   // Whether begin_layer needs the normed rows on the host (CPU misses, next-layer gate prefetch).
   bool needs_host_rows() const {
     return computes_on_cpu() || (prefetcher_ && prefetcher_->policy() == PrefetchPolicy::NextLayerGate);
@@ -126,11 +152,16 @@ class DeviceExpertCache {
   Status await_loaded(int32_t sync);
   Status mark_freed(int32_t sync);
   int32_t staging_sync() const { return static_cast<int32_t>(slot_weights_.size()); }
+  int32_t split_sync(int slot) const { return staging_sync() + 1 + slot; }
   Status load(const SlotLoad& load);  // into its slot
   Status pin_experts();  // page-locks the host copies of every expert
   Status measure_rates(ThreadPool& pool);  // fetch_rate_, cpu_rate_ from the largest expert
-  // auto: each miss of the step goes to whichever of PCIe and CPU would finish it first.
-  void split_misses(int64_t layer, std::span<const int32_t> experts, int64_t n_tokens);
+  // auto: each miss of the step fetched, computed on the CPU or split (choose_miss_service);
+  // split: the first kSplitSlots misses split, the rest on the CPU. Fills misses_ and split_.
+  void plan_misses(int64_t layer, std::span<const int32_t> experts, int64_t n_tokens);
+  // Copies `tensor` into `buffer` at `offset` on the copy stream (or synchronously unpinned).
+  Status copy_tensor(const TensorView& tensor, const cuda::DeviceBuffer& buffer, int64_t offset,
+                     cuda::DeviceWeight& out);
 
   cuda::Context& context_;
   const Model& model_;
@@ -144,13 +175,19 @@ class DeviceExpertCache {
   int64_t host_to_device_bytes_ = 0;
   bool pinned_ = false;
   MissPolicy miss_ = MissPolicy::Fetch;
-  bool auto_split_ = false;  // miss.policy auto
+  bool auto_split_ = false;    // miss.policy auto
+  bool split_policy_ = false;  // miss.policy split
   double fetch_rate_ = 0.0, cpu_rate_ = 0.0;
-  std::vector<MissPolicy> misses_;  // this step's per-expert policies (auto)
+  std::vector<MissPolicy> misses_;  // this step's per-expert policies (auto, split)
+  std::vector<uint8_t> split_;      // [n_experts]: this step's misses split (down on the GPU)
+  int splits_queued_ = 0;           // split down copies queued this layer (< kSplitSlots)
+  int64_t miss_split_ = 0;
+  cuda::DeviceBuffer split_downs_;  // [kSplitSlots, split_slot_bytes_]
+  int64_t split_slot_bytes_ = 0;
   struct SlotSync {
     cuda::Event loaded, freed;
   };
-  std::vector<SlotSync> sync_;    // [slot_count + 1]: each slot, then the staging slot
+  std::vector<SlotSync> sync_;    // each slot, the staging slot, then the split down slots
   std::vector<int32_t> leased_;   // [n_experts]: the sync_ entry each acquired expert reads, or -1
   std::unique_ptr<Prefetcher> prefetcher_;
   std::vector<PrefetchRequest> requests_;

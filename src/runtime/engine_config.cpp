@@ -180,7 +180,7 @@ std::vector<ConfigOption> make_options() {
                           "Bound on expert bytes being read at once, e.g. 32MiB",
                           MOENAV_FIELD(prefetch.max_in_flight), byte_size_or_empty()),
       option<std::string>("miss.policy", "--miss-policy", "What a cache miss does",
-                          MOENAV_FIELD(miss.policy), one_of({"fetch", "cpu", "lowbit", "skip", "auto"})),
+                          MOENAV_FIELD(miss.policy), one_of({"fetch", "cpu", "lowbit", "skip", "auto", "split"})),
       option<std::string>("miss.lowbit_type", "--lowbit-type",
                           "Type of the low-precision expert copies (miss.policy = lowbit)",
                           MOENAV_FIELD(miss.lowbit_type), one_of({"q4_0", "q8_0"})),

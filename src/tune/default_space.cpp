@@ -26,6 +26,25 @@ Dimension weights_dimension(SpacePreset preset) {
   return dimension;
 }
 
+// Bits per weight of the model's experts as loaded (all its weights when it has no experts).
+double loaded_bits_per_weight(const Model& model) {
+  int64_t bytes = 0, weights = 0;
+  auto add = [&](const TensorView& t) {
+    if (t.empty()) return;
+    bytes += t.bytes();
+    weights += t.shape.elements();
+  };
+  for (const LayerWeights& layer : model.weights.layers) {
+    for (const FfnWeights& expert : layer.experts) add(expert.gate), add(expert.up), add(expert.down);
+  }
+  return weights > 0 ? 8.0 * static_cast<double>(bytes) / static_cast<double>(weights) : 32.0;
+}
+
+double bits_per_weight(DType type) {
+  const int64_t block = dtype_block_size(type);
+  return 8.0 * static_cast<double>(dtype_bytes(type, block)) / static_cast<double>(block);
+}
+
 Dimension experts_dimension(const ModelConfig& model, SpacePreset preset) {
   const int64_t k = model.n_experts_used, experts = model.n_experts;
   std::set<int64_t> values;
@@ -96,11 +115,15 @@ Dimension prefetch_dimension() {
                        choice("prefetch next-layer gate", {{"prefetch.policy", "next_layer_gate"}})}};
 }
 
-// with_auto: the GPU tier's split of each decode step's misses between PCIe and the CPU.
-Dimension miss_dimension(bool with_auto) {
+// gpu: the GPU tier's policies too, a miss's gate/up on the CPU and its down fetched (split), and
+// each decode step's misses shared between PCIe and the CPU by measured rates (auto).
+Dimension miss_dimension(bool gpu) {
   Dimension dimension{"miss policy", {choice("miss: fetch", {{"miss.policy", "fetch"}}),
                                       choice("miss: run on CPU", {{"miss.policy", "cpu"}})}};
-  if (with_auto) dimension.choices.push_back(choice("miss: auto split", {{"miss.policy", "auto"}}));
+  if (gpu) {
+    dimension.choices.push_back(choice("miss: split", {{"miss.policy", "split"}}));
+    dimension.choices.push_back(choice("miss: auto", {{"miss.policy", "auto"}}));
+  }
   return dimension;
 }
 
@@ -163,14 +186,24 @@ Expected<ConfigSpace> default_space(const std::string& model_path, const Engine&
   const ModelConfig& model = base_engine.model_config();
   ConfigSpace space;
   space.base = base;
-  // Weight types: each is loaded once to see whether the build converts weights at load.
+  // Weight types: each is loaded once to see whether the build converts weights at load. A type
+  // of no fewer bits per weight than the experts have is left out unloaded: requantizing cannot
+  // restore what the stored type lost, so it would cost memory (and a long conversion of a big
+  // model) for no quality.
   Dimension weights = weights_dimension(preset);
   std::vector<Choice> kept;
+  const double loaded_bits = loaded_bits_per_weight(base_engine.model());
   for (Choice& candidate : weights.choices) {
     EngineConfig config = base;
     config.weights.type = candidate.settings[0].value.get<std::string>();
     if (config.weights.type.empty()) {
       kept.push_back(std::move(candidate));
+      continue;
+    }
+    const auto type = dtype_from_name(config.weights.type);
+    if (type && bits_per_weight(*type) >= loaded_bits - 1e-9) {
+      space.notes.push_back(fmt::format("weights {}: left out ({:.2f} bits per weight, the experts have {:.2f})",
+                                        candidate.label, bits_per_weight(*type), loaded_bits));
       continue;
     }
     auto engine = Engine::create(model_path, config);
@@ -188,6 +221,8 @@ Expected<ConfigSpace> default_space(const std::string& model_path, const Engine&
       // The device expert cache: its sizes, prefetching on the copy stream and the miss policies.
       has_cache = true;
       space.dimensions.push_back(cache_dimension(model, preset, !base.device.gpu_memory.empty()));
+      // No expert on the device: with misses on the CPU, llama.cpp's --cpu-moe.
+      space.dimensions.back().choices.push_back(choice("no expert slots", {{"placement.expert_cache.size", "0"}}));
       if (preset == SpacePreset::Default) {
         space.dimensions.push_back(prefetch_dimension());
         space.dimensions.push_back(miss_dimension(true));

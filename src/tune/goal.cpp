@@ -180,6 +180,40 @@ std::string Goal::describe() const {
   return text;
 }
 
+bool Goal::speaks_of_gpu() const {
+  if (objective.metric == Metric::GpuMemory) return true;
+  return std::any_of(constraints.begin(), constraints.end(),
+                     [](const Constraint& c) { return c.metric == Metric::GpuMemory; });
+}
+
+std::vector<std::string> fit_base_to_goal(EngineConfig& base, const Goal& goal, bool backend_given,
+                                          bool gpu_available) {
+  std::vector<std::string> notes;
+  if (!goal.speaks_of_gpu()) return notes;
+  if (!backend_given && base.device.backend != "cuda" && gpu_available) {
+    base.device.backend = "cuda";
+    notes.push_back("the goal is about GPU memory and a CUDA device is here: every point runs on it "
+                    "(--backend cpu keeps the CPU)");
+  }
+  if (base.device.backend != "cuda" || !base.device.gpu_memory.empty()) return notes;
+  double bound = -1.0;
+  for (const Constraint& c : goal.constraints) {
+    if (c.metric != Metric::GpuMemory || !c.upper_bound() || c.relative_to_base) continue;
+    bound = bound < 0.0 ? c.value : std::min(bound, c.value);
+  }
+  if (bound <= 0.0) return notes;
+  const auto bytes = static_cast<int64_t>(bound);
+  base.device.gpu_memory = std::to_string(bytes);
+  std::string placement;
+  if (base.placement.expert_cache.size == "all") {
+    base.placement.expert_cache.size = "auto";
+    placement = "; experts that do not fit stay in host memory behind a device cache";
+  }
+  notes.push_back(fmt::format("the GPU budget is the gpu_mem bound, {}{} (--gpu-memory sets another)",
+                              format_bytes(bytes), placement));
+  return notes;
+}
+
 bool Goal::needs_quality() const {
   if (objective.metric == Metric::Perplexity) return true;
   return std::any_of(constraints.begin(), constraints.end(),

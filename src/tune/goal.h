@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "moenav/engine_config.h"
 #include "moenav/status.h"
 #include "tune/metrics.h"
 
@@ -46,11 +47,21 @@ struct Goal {
   std::vector<Constraint> constraints;
   std::string describe() const;  // "min latency subject to gpu_mem <= 16.00 GiB, ppl <= 1.05*base"
   bool needs_quality() const;    // the objective or a constraint is perplexity
+  bool speaks_of_gpu() const;    // the objective or a constraint is gpu_mem
 };
 
 Expected<Objective> parse_objective(const std::string& text);
 Expected<Constraint> parse_constraint(const std::string& text);
 // An objective sentence possibly carrying constraints ("... under 16GB"), plus --constraint texts.
 Expected<Goal> parse_goal(const std::string& objective, const std::vector<std::string>& constraints);
+
+// The baseline a goal about GPU memory implies. Where a CUDA device is usable (gpu_available) and
+// no backend was chosen (backend_given), the baseline and so every point run on it. On CUDA
+// without a GPU budget of its own, the tightest absolute gpu_mem bound becomes the budget, and an
+// all-resident expert placement becomes "auto": the experts that do not fit stay in host memory
+// behind a device cache (where all fit, "auto" keeps them all on the device). Returns a note per
+// change.
+std::vector<std::string> fit_base_to_goal(EngineConfig& base, const Goal& goal, bool backend_given,
+                                          bool gpu_available);
 
 }  // namespace moenav::tune

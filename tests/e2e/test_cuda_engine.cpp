@@ -6,7 +6,9 @@
 #include "backend/cuda.h"
 #include "backend/nvml.h"
 #include "golden.h"
+#include "experts/store_factory.h"
 #include "layers/moe/router.h"
+#include "model/model.h"
 
 namespace moenav::testing {
 namespace {
@@ -163,8 +165,10 @@ TEST_F(CudaEngineTest, CachedExpertsMatchAllResident) {
     const char* size;
     const char* prefetch;
   };
+  // 0 slots: every expert streams through the staging slot.
   for (const Case& c : {Case{"lru", "layer", "2", "none"}, Case{"lfu", "global", "2", "none"},
-                        Case{"lru", "layer", "3", "next_layer_gate"}, Case{"lru", "layer", "3", "trace"}}) {
+                        Case{"lru", "layer", "3", "next_layer_gate"}, Case{"lru", "layer", "3", "trace"},
+                        Case{"lru", "layer", "0", "none"}}) {
     SCOPED_TRACE(std::string(c.policy) + " " + c.scope + " " + c.size + " slots, prefetch " + c.prefetch);
     EngineConfig config = cuda_config();
     config.placement.expert_cache.size = c.size;
@@ -396,17 +400,26 @@ TEST_F(CudaEngineTest, LowBitMissesUseTheExpertsCopies) {
 
 // Misses computed on the CPU from the host copy (miss.policy cpu, and auto's share) while the GPU
 // runs the rest: the CPU kernels sum in another order, so logits agree to the golden tolerance
-// rather than exactly.
+// rather than exactly. With 0 device slots every expert runs on the CPU (llama.cpp's --cpu-moe):
+// nothing is copied to the device and the GPU holds none of the experts' bytes. miss.policy split
+// runs a miss's gate and up on the CPU and its down projection, copied in meanwhile, on the GPU.
 TEST_F(CudaEngineTest, CpuMissesMatchAllResident) {
   ResidentRun run;
   ASSERT_NO_FATAL_FAILURE(run_resident(run));
   auto& [resident, prompt, expected] = run;
-  // auto splits decode steps' misses between fetch and cpu by measured rates.
-  for (const char* miss : {"cpu", "auto"}) {
-    SCOPED_TRACE(miss);
+  int64_t expert_bytes = 0;
+  for (int64_t bytes : expert_key_bytes(resident->model())) expert_bytes += bytes;
+  struct Case {
+    const char* size;
+    const char* miss;  // auto splits decode steps' misses between fetch and cpu by measured rates
+  };
+  // split: gate and up on the CPU, the down projection fetched and run on the GPU.
+  for (const Case& c : {Case{"2", "cpu"}, Case{"2", "auto"}, Case{"0", "cpu"}, Case{"2", "split"},
+                        Case{"0", "split"}}) {
+    SCOPED_TRACE(std::string(c.size) + " slots, miss " + c.miss);
     EngineConfig config = cuda_config();
-    config.placement.expert_cache.size = "2";
-    config.miss.policy = miss;
+    config.placement.expert_cache.size = c.size;
+    config.miss.policy = c.miss;
     auto cached = open_engine(tiny_mixtral(), config);
     ASSERT_TRUE(cached);
     auto session = cached->new_session();
@@ -423,10 +436,29 @@ TEST_F(CudaEngineTest, CpuMissesMatchAllResident) {
       EXPECT_LE(max_difference(*next, *reference), 1e-3);
     }
     const ExpertCounters counters = cached->expert_counters();
-    if (std::string(miss) == "cpu") {
+    if (std::string(c.miss) == "cpu") {
       EXPECT_GT(counters.miss_cpu, 0);
     }
     EXPECT_GT(counters.miss_cpu + counters.miss_fetched + counters.demand_loads, 0);
+    const int64_t down_bytes = resident->model().weights.layers[0].experts[0].down.bytes();
+    if (std::string(c.miss) == "split") {
+      // The first two misses of every layer split, the rest on the CPU; only downs are copied.
+      EXPECT_GT(counters.miss_split, 0);
+      EXPECT_LT(counters.miss_split, counters.miss_cpu);
+      if (std::string(c.size) == "0") {
+        EXPECT_EQ(counters.host_to_device_bytes, counters.miss_split * down_bytes);
+      }
+    } else if (std::string(c.miss) == "cpu") {
+      EXPECT_EQ(counters.miss_split, 0);
+    }  // auto splits or not by the rates it measured
+    if (std::string(c.size) == "0") {
+      EXPECT_EQ(counters.miss_cpu, counters.tier(Tier::Device).misses);
+      EXPECT_EQ(counters.tier(Tier::Device).hits, 0);
+      if (std::string(c.miss) == "cpu") {
+        EXPECT_EQ(counters.host_to_device_bytes, 0);
+        EXPECT_LE(cached->gpu_peak_bytes(), resident->gpu_peak_bytes() - expert_bytes);
+      }
+    }
   }
 }
 

@@ -3,9 +3,11 @@
 // feasible, it resumes from the results store, and --exhaustive measures the whole space.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "test_paths.h"
+#include "tune/default_space.h"
 #include "tune/navigator.h"
 
 namespace moenav::tune {
@@ -58,6 +60,33 @@ void expect_sound(const TuneResult& result) {
     o.ppl = other.ppl;
     if (judge.known(o) && judge.feasible(o)) {
       EXPECT_LE(judge.score(m), judge.score(o)) << other.point.label;
+    }
+  }
+}
+
+// Weight types of no fewer bits per weight than the model's experts are left out of the space
+// (without loading them): over experts converted to Q4_0 at load, q8_0, q4_k and q4_0 all go.
+TEST(TuneSpace, WeightTypesNoSmallerThanTheModelsAreLeftOut) {
+  const std::string path = moenav::testing::source_path("models/tiny-mixtral");
+  for (const char* stored : {"", "q4_0"}) {
+    SCOPED_TRACE(std::string("weights '") + stored + "'");
+    EngineConfig base;
+    base.weights.type = stored;
+    auto engine = Engine::create(path, base);
+    ASSERT_TRUE(engine.ok()) << engine.error();
+    auto space = default_space(path, **engine, base, SpacePreset::Default, {});
+    ASSERT_TRUE(space.ok()) << space.error();
+    const auto weights = std::find_if(space->dimensions.begin(), space->dimensions.end(),
+                                      [](const Dimension& d) { return d.name == "weights"; });
+    const auto left_out = std::count_if(space->notes.begin(), space->notes.end(),
+                                        [](const std::string& note) { return note.find("left out") != std::string::npos; });
+    if (std::string(stored).empty()) {  // bf16: every type is smaller
+      ASSERT_NE(weights, space->dimensions.end());
+      EXPECT_EQ(weights->choices.size(), 4u);
+      EXPECT_EQ(left_out, 0);
+    } else {
+      EXPECT_EQ(weights, space->dimensions.end());
+      EXPECT_EQ(left_out, 3);
     }
   }
 }

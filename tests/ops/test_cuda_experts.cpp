@@ -23,10 +23,39 @@
 namespace moenav {
 namespace {
 
+// Random f32 biases of n_experts experts (gate and up [ffn], down [hidden]) on the host and on
+// the device, with the device tables of ExpertTables.
+struct ExpertBiases {
+  std::vector<std::vector<float>> host[3];  // gate, up, down; per expert
+  std::vector<cuda::DeviceBuffer> device;
+  cuda::DeviceBuffer tables[3];
+  const float* const* table(int projection) const { return tables[projection].as<const float* const>(); }
+  const float* at(int projection, int64_t expert, int64_t i) const {
+    return host[projection][static_cast<size_t>(expert)].data() + i;
+  }
+};
+
+template <typename Upload>
+ExpertBiases random_biases(int64_t n_experts, int64_t hidden, int64_t ffn, Upload&& upload) {
+  ExpertBiases b;
+  for (int projection = 0; projection < 3; ++projection) {
+    std::vector<const void*> pointers;
+    for (int64_t e = 0; e < n_experts; ++e) {
+      const int64_t n = projection == 2 ? hidden : ffn;
+      b.host[projection].push_back(random_floats(static_cast<size_t>(n), static_cast<uint32_t>(70 + 10 * projection + e)));
+      b.device.push_back(upload(b.host[projection].back()));
+      pointers.push_back(b.device.back().data());
+    }
+    b.tables[projection] = upload(pointers);
+  }
+  return b;
+}
+
 // Three f32 experts of a 64-wide model, 96 wide, for 2 tokens with k = 2: each pair's expert
 // through the tables, the activation in the gate/up kernel and the slot-order combine give the
 // CPU's ffn_forward of each selected expert, weighted and summed (SwiGLU and the clamped one;
-// the gate and up values, about 10 in size, often pass the clamp's limit of 7). f32 weights, so
+// the gate and up values, about 10 in size, often pass the clamp's limit of 7; without and with
+// gpt-oss's expert biases). f32 weights, so
 // that the CPU multiplies the same values (it quantizes the input for quantized weights); the
 // formats' dequantization is matmul's, tested in test_cuda_ops.
 TEST_F(CudaTest, SelectedExpertsMatchTheCpuFfn) {
@@ -63,18 +92,29 @@ TEST_F(CudaTest, SelectedExpertsMatchTheCpuFfn) {
   auto output = context_->allocate(tokens * hidden * 4, "output");
   ASSERT_TRUE(activated.ok() && pair_output.ok() && output.ok());
   cuda::SelectedExperts experts;
-  experts.gate = {type, ffn, hidden, nullptr};
-  experts.up = experts.gate;
-  experts.down = {type, hidden, ffn, nullptr};
-  experts.gate_table = gate_table.as<const void* const>();
-  experts.up_table = up_table.as<const void* const>();
-  experts.down_table = down_table.as<const void* const>();
+  experts.tables.gate = {type, ffn, hidden, nullptr};
+  experts.tables.up = experts.tables.gate;
+  experts.tables.down = {type, hidden, ffn, nullptr};
+  experts.tables.gate_data = gate_table.as<const void* const>();
+  experts.tables.up_data = up_table.as<const void* const>();
+  experts.tables.down_data = down_table.as<const void* const>();
   experts.selected = chosen.as<int32_t>();
   experts.n_pairs = tokens * k;
   experts.k = k;
+  const ExpertBiases biases = random_biases(n_experts, hidden, ffn, [&](const auto& v) { return upload(v); });
   ThreadPool pool(1);
-  for (const bool clamped : {false, true}) {
-    SCOPED_TRACE(clamped ? "clamped SwiGLU" : "SwiGLU");
+  for (int variant = 0; variant < 4; ++variant) {
+    const bool clamped = (variant & 1) != 0, biased = (variant & 2) != 0;
+    SCOPED_TRACE(std::string(clamped ? "clamped SwiGLU" : "SwiGLU") + (biased ? ", biased" : ""));
+    for (int64_t e = 0; e < n_experts; ++e) {
+      FfnWeights& f = host[static_cast<size_t>(e)];
+      f.gate_bias = biased ? TensorView{DType::F32, Shape{ffn}, biases.at(0, e, 0)} : TensorView{};
+      f.up_bias = biased ? TensorView{DType::F32, Shape{ffn}, biases.at(1, e, 0)} : TensorView{};
+      f.down_bias = biased ? TensorView{DType::F32, Shape{hidden}, biases.at(2, e, 0)} : TensorView{};
+    }
+    experts.tables.gate_bias = biased ? biases.table(0) : nullptr;
+    experts.tables.up_bias = biased ? biases.table(1) : nullptr;
+    experts.tables.down_bias = biased ? biases.table(2) : nullptr;
     const Activation activation{clamped ? FfnActivation::ClampedSwiglu : FfnActivation::Swiglu, 1.702f, 7.0f};
     std::vector<float> expected(static_cast<size_t>(tokens * hidden), 0.0f), one(static_cast<size_t>(hidden));
     Workspace work;
@@ -119,7 +159,7 @@ float glu(float gate, float up, bool clamped) {
 // 4 experts, 72 tokens with k = 2: expert 0 takes 68 pairs (two row tiles, the second of 4 rows),
 // expert 1 none (an empty group), experts 2 and 3 the rest, one selection skipped. The pairs are
 // sorted by expert as the decoder sorts them, gathered, multiplied group by group and combined
-// in slot order through pair_rows.
+// in slot order through pair_rows; SwiGLU and the clamped one, without and with expert biases.
 TEST_P(CudaGroupedExperts, MatchTheBf16Reference) {
   const GroupedCase c = GetParam();
   const int64_t n_experts = 4, tokens = 72, k = 2, hidden = c.hidden, ffn = c.ffn;
@@ -191,12 +231,12 @@ TEST_P(CudaGroupedExperts, MatchTheBf16Reference) {
   auto output = context_->allocate(tokens * hidden * 4, "output");
   ASSERT_TRUE(pair_input.ok() && activated.ok() && pair_output.ok() && output.ok());
   cuda::GroupedExperts experts;
-  experts.gate = {c.type, ffn, hidden, nullptr};
-  experts.up = experts.gate;
-  experts.down = {c.type, hidden, ffn, nullptr};
-  experts.gate_table = gate_table.as<const void* const>();
-  experts.up_table = up_table.as<const void* const>();
-  experts.down_table = down_table.as<const void* const>();
+  experts.tables.gate = {c.type, ffn, hidden, nullptr};
+  experts.tables.up = experts.tables.gate;
+  experts.tables.down = {c.type, hidden, ffn, nullptr};
+  experts.tables.gate_data = gate_table.as<const void* const>();
+  experts.tables.up_data = up_table.as<const void* const>();
+  experts.tables.down_data = down_table.as<const void* const>();
   experts.group_experts = device_group_experts.as<int32_t>();
   experts.group_first = device_group_first.as<int32_t>();
   experts.n_groups = n_experts;
@@ -205,8 +245,14 @@ TEST_P(CudaGroupedExperts, MatchTheBf16Reference) {
   auto* activations = activated->as<uint16_t>();
   ASSERT_TRUE(cuda::gather_rows_bf16(*context_, x.as<float>(), hidden, device_routes.as<int32_t>(), pairs,
                                      input_rows).ok());
-  for (const bool clamped : {false, true}) {
-    SCOPED_TRACE(clamped ? "clamped SwiGLU" : "SwiGLU");
+  const ExpertBiases biases = random_biases(n_experts, hidden, ffn, [&](const auto& v) { return upload(v); });
+  for (int variant = 0; variant < 4; ++variant) {
+    const bool clamped = (variant & 1) != 0, biased = (variant & 2) != 0;
+    SCOPED_TRACE(std::string(clamped ? "clamped SwiGLU" : "SwiGLU") + (biased ? ", biased" : ""));
+    experts.tables.gate_bias = biased ? biases.table(0) : nullptr;
+    experts.tables.up_bias = biased ? biases.table(1) : nullptr;
+    experts.tables.down_bias = biased ? biases.table(2) : nullptr;
+    auto bias = [&](int projection, int64_t expert, int64_t i) { return biased ? *biases.at(projection, expert, i) : 0.0f; };
     std::vector<float> expected_pairs(static_cast<size_t>(pairs * hidden));
     std::vector<float> expected(static_cast<size_t>(tokens * hidden), 0.0f), a(static_cast<size_t>(ffn));
     for (int64_t p = 0; p < pairs; ++p) {
@@ -219,13 +265,14 @@ TEST_P(CudaGroupedExperts, MatchTheBf16Reference) {
           g += xi * gate[static_cast<size_t>(e)].rounded[static_cast<size_t>(n * hidden + i)];
           u += xi * up[static_cast<size_t>(e)].rounded[static_cast<size_t>(n * hidden + i)];
         }
-        a[static_cast<size_t>(n)] = bf16_round(glu(static_cast<float>(g), static_cast<float>(u), clamped));
+        const float gate_value = static_cast<float>(g) + bias(0, e, n), up_value = static_cast<float>(u) + bias(1, e, n);
+        a[static_cast<size_t>(n)] = bf16_round(glu(gate_value, up_value, clamped));
       }
       for (int64_t h = 0; h < hidden; ++h) {
         double sum = 0.0;
         for (int64_t n = 0; n < ffn; ++n)
           sum += static_cast<double>(a[static_cast<size_t>(n)]) * down[static_cast<size_t>(e)].rounded[static_cast<size_t>(h * ffn + n)];
-        expected_pairs[static_cast<size_t>(p * hidden + h)] = static_cast<float>(sum);
+        expected_pairs[static_cast<size_t>(p * hidden + h)] = static_cast<float>(sum) + bias(2, e, h);
       }
     }
     for (size_t q = 0; q < selected.size(); ++q) {
@@ -253,19 +300,19 @@ INSTANTIATE_TEST_SUITE_P(Formats, CudaGroupedExperts,
 
 TEST_F(CudaTest, GroupedExpertsRejectWhatTheyCannotMultiply) {
   cuda::GroupedExperts experts;
-  experts.gate = {DType::Q4_0, 96, 288, nullptr};
-  experts.up = {DType::Q8_0, 96, 288, nullptr};
-  experts.down = {DType::Q4_0, 288, 96, nullptr};
+  experts.tables.gate = {DType::Q4_0, 96, 288, nullptr};
+  experts.tables.up = {DType::Q8_0, 96, 288, nullptr};
+  experts.tables.down = {DType::Q4_0, 288, 96, nullptr};
   experts.n_groups = 1;
   experts.n_row_tiles = 1;
   const Status mixed = cuda::grouped_gate_up(*context_, experts, nullptr, cuda::GluArgs{}, nullptr);
   ASSERT_FALSE(mixed.ok());
   EXPECT_NE(mixed.message().find("up projection"), std::string::npos) << mixed.message();
-  experts.down = {DType::F32, 288, 48, nullptr};
+  experts.tables.down = {DType::F32, 288, 48, nullptr};
   const Status ragged = cuda::grouped_down(*context_, experts, nullptr, nullptr);
   ASSERT_FALSE(ragged.ok());
   EXPECT_NE(ragged.message().find("48 elements"), std::string::npos) << ragged.message();
-  experts.down = {DType::Q4_0, 288, 96, nullptr};
+  experts.tables.down = {DType::Q4_0, 288, 96, nullptr};
   experts.n_row_tiles = 70000;
   const Status too_many = cuda::grouped_down(*context_, experts, nullptr, nullptr);
   ASSERT_FALSE(too_many.ok());

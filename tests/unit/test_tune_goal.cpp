@@ -115,5 +115,38 @@ TEST(TuneGoal, MetricScopeOnCpuBuilds) {
   EXPECT_TRUE(std::isnan(back.ppl));
 }
 
+// "min tpot under gpu_mem <= 16GiB" on a machine with a GPU: the baseline moves to it, the bound
+// becomes its budget and the experts a device cache under it. What the user chose stays.
+TEST(TuneGoal, AGpuMemoryGoalRunsOnTheGpuUnderItsBound) {
+  auto goal = parse_goal("min tpot", {"gpu_mem <= 16GiB", "gpu_mem <= 20GiB", "ppl <= 1.05*base"});
+  ASSERT_TRUE(goal.ok()) << goal.error();
+  EngineConfig base;
+  const std::vector<std::string> notes = fit_base_to_goal(base, *goal, false, true);
+  EXPECT_EQ(notes.size(), 2u);
+  EXPECT_EQ(base.device.backend, "cuda");
+  EXPECT_EQ(base.device.gpu_memory, std::to_string(int64_t{16} << 30));  // the tightest bound
+  EXPECT_EQ(base.placement.expert_cache.size, "auto");
+
+  EngineConfig chosen;  // --backend cpu given: the CPU it is (gpu_mem then reads host memory)
+  EXPECT_TRUE(fit_base_to_goal(chosen, *goal, true, true).empty());
+  EXPECT_EQ(chosen.device.backend, "cpu");
+  EngineConfig no_gpu;
+  EXPECT_TRUE(fit_base_to_goal(no_gpu, *goal, false, false).empty());
+  EXPECT_EQ(no_gpu.device.backend, "cpu");
+  EngineConfig budgeted;  // --backend cuda --gpu-memory 8GiB --cache-size 3
+  budgeted.device.backend = "cuda";
+  budgeted.device.gpu_memory = "8GiB";
+  budgeted.placement.expert_cache.size = "3";
+  EXPECT_TRUE(fit_base_to_goal(budgeted, *goal, true, true).empty());
+  EXPECT_EQ(budgeted.device.gpu_memory, "8GiB");
+  EXPECT_EQ(budgeted.placement.expert_cache.size, "3");
+
+  auto latency = parse_goal("min latency", {"ppl <= 1.05*base"});  // nothing about the GPU
+  ASSERT_TRUE(latency.ok());
+  EngineConfig untouched;
+  EXPECT_TRUE(fit_base_to_goal(untouched, *latency, false, true).empty());
+  EXPECT_EQ(untouched.device.backend, "cpu");
+}
+
 }  // namespace
 }  // namespace moenav::tune

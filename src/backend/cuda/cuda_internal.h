@@ -76,6 +76,20 @@ __device__ inline float warp_max(float value) {
   return value;
 }
 
+// The one or two projections an expert kernel multiplies (gate and up, or down): per expert, the
+// matrix data and the optional f32 bias of each (null bias tables: none).
+struct ProjectionTables {
+  const void* const* first = nullptr;
+  const void* const* second = nullptr;
+  const float* const* first_bias = nullptr;
+  const float* const* second_bias = nullptr;
+};
+inline ProjectionTables gate_up_tables(const ExpertTables& t) { return {t.gate_data, t.up_data, t.gate_bias, t.up_bias}; }
+inline ProjectionTables down_tables(const ExpertTables& t) { return {t.down_data, nullptr, t.down_bias, nullptr}; }
+__device__ inline float bias_of(const float* const* table, int32_t expert, int64_t row) {
+  return table == nullptr ? 0.0f : table[expert][row];
+}
+
 // The experts' activation of gate and up, as layers/ffn.cpp's: SwiGLU silu(gate) * up, or
 // gpt-oss's clamped one (clamped_swiglu).
 __device__ inline float glu_activate(float gate, float up, const GluArgs& glu) {

@@ -124,4 +124,14 @@ inline Status check_chunked_rows(const DeviceWeight& shape, const char* kernel, 
   return ok_status();
 }
 
+// Whether the expert kernels read gate and up: rows of whole chunks, up shaped as gate.
+inline Status check_gate_up(const ExpertTables& tables, const char* kernel) {
+  MOENAV_RETURN_IF_ERROR(check_chunked_rows(tables.gate, kernel, "gate"));
+  const DeviceWeight &gate = tables.gate, &up = tables.up;
+  if (up.dtype != gate.dtype || up.rows != gate.rows || up.cols != gate.cols) {
+    return Status::errorf("CUDA {} experts: the up projection's shape or type differs from the gate's", kernel);
+  }
+  return ok_status();
+}
+
 }  // namespace moenav::cuda

@@ -32,12 +32,11 @@ __device__ inline float row_dot(const uint8_t* row, const float* x, int64_t cols
   return warp_sum(acc);
 }
 
-// output[pair, row] = first[e] row . x, or act(first[e] row . x, second[e] row . x) with kGlu;
-// e = selected[pair], x = input + (pair / input_share) * cols.
+// output[pair, row] = first[e] row . x + bias, or act(first[e] row . x + bias, second[e] row . x +
+// bias) with kGlu; e = selected[pair], x = input + (pair / input_share) * cols.
 template <DType kType, bool kGlu>
-__global__ void selected_matvec_kernel(const void* const* first, const void* const* second,
-                                       const int32_t* selected, int64_t row_bytes, int64_t rows,
-                                       int64_t cols, const float* input, int64_t input_share,
+__global__ void selected_matvec_kernel(ProjectionTables tables, const int32_t* selected, int64_t row_bytes,
+                                       int64_t rows, int64_t cols, const float* input, int64_t input_share,
                                        GluArgs glu, float* output) {
   const int lane = threadIdx.x % 32;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
@@ -45,11 +44,11 @@ __global__ void selected_matvec_kernel(const void* const* first, const void* con
   if (row >= rows) return;  // whole warps leave together
   const int32_t expert = selected[pair];
   const float* x = input + (pair / input_share) * cols;
-  const float a = row_dot<kType>(static_cast<const uint8_t*>(first[expert]) + row * row_bytes, x, cols, lane);
-  float value = a;
+  const uint8_t* first = static_cast<const uint8_t*>(tables.first[expert]) + row * row_bytes;
+  float value = row_dot<kType>(first, x, cols, lane) + bias_of(tables.first_bias, expert, row);
   if constexpr (kGlu) {
-    const float b = row_dot<kType>(static_cast<const uint8_t*>(second[expert]) + row * row_bytes, x, cols, lane);
-    value = glu_activate(a, b, glu);
+    const uint8_t* second = static_cast<const uint8_t*>(tables.second[expert]) + row * row_bytes;
+    value = glu_activate(value, row_dot<kType>(second, x, cols, lane) + bias_of(tables.second_bias, expert, row), glu);
   }
   if (lane == 0) output[pair * rows + row] = value;
 }
@@ -70,16 +69,16 @@ __global__ void combine_slots_kernel(const float* pair_output, const float* weig
 }
 
 template <bool kGlu>
-Status launch_selected(Context& context, const DeviceWeight& shape, const void* const* first,
-                       const void* const* second, const SelectedExperts& experts, const float* input,
-                       int64_t input_share, const GluArgs& glu, float* output) {
+Status launch_selected(Context& context, const DeviceWeight& shape, const ProjectionTables& tables,
+                       const SelectedExperts& experts, const float* input, int64_t input_share, const GluArgs& glu,
+                       float* output) {
   if (experts.n_pairs <= 0 || shape.rows <= 0) return ok_status();
   if (experts.n_pairs > 65535) return Status::errorf("CUDA selected experts: {} pairs (at most 65535)", experts.n_pairs);
   const dim3 grid(static_cast<unsigned>(ceil_div(shape.rows, kWarpsPerBlock)), static_cast<unsigned>(experts.n_pairs));
   return with_weight_type(shape.dtype, [&](auto type) {
     return launch("selected experts", selected_matvec_kernel<decltype(type)::value, kGlu>, grid,
-                  dim3(32 * kWarpsPerBlock), context.impl().stream, first, second, experts.selected,
-                  shape.row_bytes(), shape.rows, shape.cols, input, input_share, glu, output);
+                  dim3(32 * kWarpsPerBlock), context.impl().stream, tables, experts.selected, shape.row_bytes(),
+                  shape.rows, shape.cols, input, input_share, glu, output);
   });
 }
 
@@ -87,17 +86,14 @@ Status launch_selected(Context& context, const DeviceWeight& shape, const void* 
 
 Status selected_gate_up(Context& context, const SelectedExperts& experts, const float* input,
                         const GluArgs& glu, float* activated) {
-  MOENAV_RETURN_IF_ERROR(check_chunked_rows(experts.gate, "selected", "gate"));
-  if (experts.up.dtype != experts.gate.dtype || experts.up.rows != experts.gate.rows || experts.up.cols != experts.gate.cols) {
-    return Status::error("CUDA selected experts: the up projection's shape or type differs from the gate's");
-  }
-  return launch_selected<true>(context, experts.gate, experts.gate_table, experts.up_table, experts, input,
+  MOENAV_RETURN_IF_ERROR(check_gate_up(experts.tables, "selected"));
+  return launch_selected<true>(context, experts.tables.gate, gate_up_tables(experts.tables), experts, input,
                                experts.k, glu, activated);
 }
 
 Status selected_down(Context& context, const SelectedExperts& experts, const float* activated, float* output) {
-  MOENAV_RETURN_IF_ERROR(check_chunked_rows(experts.down, "selected", "down"));
-  return launch_selected<false>(context, experts.down, experts.down_table, nullptr, experts, activated, 1,
+  MOENAV_RETURN_IF_ERROR(check_chunked_rows(experts.tables.down, "selected", "down"));
+  return launch_selected<false>(context, experts.tables.down, down_tables(experts.tables), experts, activated, 1,
                                 GluArgs{}, output);
 }
 

@@ -54,11 +54,10 @@ __device__ inline RowTile find_row_tile(const int32_t* group_first, int64_t n_gr
 }
 
 // output[p, n] for the pairs p of row tile blockIdx.y and the weight rows n of column tile
-// blockIdx.x: first[e] row n . input[p], or with kGlu act(first[e] row n . x, second[e] row n . x)
-// as bf16; e = the group's expert. input: bf16 [pairs, cols].
+// blockIdx.x: first[e] row n . input[p] + bias, or with kGlu act(first[e] row n . x + bias,
+// second[e] row n . x + bias) as bf16; e = the group's expert. input: bf16 [pairs, cols].
 template <DType kType, bool kGlu>
-__global__ void grouped_kernel(const void* const* first_table, const void* const* second_table,
-                               const int32_t* group_experts, const int32_t* group_first,
+__global__ void grouped_kernel(ProjectionTables tables, const int32_t* group_experts, const int32_t* group_first,
                                int64_t n_groups, int64_t row_bytes, int64_t rows, int64_t cols,
                                const __nv_bfloat16* input, GluArgs glu, void* output) {
   constexpr int kMatrices = kGlu ? 2 : 1;
@@ -67,8 +66,8 @@ __global__ void grouped_kernel(const void* const* first_table, const void* const
   if (tile.group < 0) return;  // the whole block leaves
   const int32_t expert = group_experts[tile.group];
   const uint8_t* weights[kMatrices];
-  weights[0] = static_cast<const uint8_t*>(first_table[expert]);
-  if constexpr (kGlu) weights[1] = static_cast<const uint8_t*>(second_table[expert]);
+  weights[0] = static_cast<const uint8_t*>(tables.first[expert]);
+  if constexpr (kGlu) weights[1] = static_cast<const uint8_t*>(tables.second[expert]);
   const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kTileCols;
   const int thread = static_cast<int>(threadIdx.x), warp = thread / 32;
   const int warp_row = 32 * (warp / 2), warp_col = 32 * (warp % 2);
@@ -127,9 +126,10 @@ __global__ void grouped_kernel(const void* const* first_table, const void* const
     const int r = index / kTileCols, c = index % kTileCols;
     if (tile.begin + r >= tile.end || n0 + c >= rows) continue;
     const int64_t at = (tile.begin + r) * rows + n0 + c;
-    const float value = tiles.out[0][r * kOutStride + c];
+    const float value = tiles.out[0][r * kOutStride + c] + bias_of(tables.first_bias, expert, n0 + c);
     if constexpr (kGlu) {
-      static_cast<__nv_bfloat16*>(output)[at] = __float2bfloat16_rn(glu_activate(value, tiles.out[1][r * kOutStride + c], glu));
+      const float up = tiles.out[1][r * kOutStride + c] + bias_of(tables.second_bias, expert, n0 + c);
+      static_cast<__nv_bfloat16*>(output)[at] = __float2bfloat16_rn(glu_activate(value, up, glu));
     } else {
       static_cast<float*>(output)[at] = value;
     }
@@ -144,9 +144,8 @@ __global__ void gather_bf16_kernel(const float* src, int64_t cols, const int32_t
 }
 
 template <bool kGlu>
-Status launch_grouped(Context& context, const DeviceWeight& shape, const void* const* first,
-                      const void* const* second, const GroupedExperts& experts, const uint16_t* input,
-                      const GluArgs& glu, void* output) {
+Status launch_grouped(Context& context, const DeviceWeight& shape, const ProjectionTables& tables,
+                      const GroupedExperts& experts, const uint16_t* input, const GluArgs& glu, void* output) {
   if (experts.n_row_tiles <= 0 || shape.rows <= 0) return ok_status();
   if (experts.n_row_tiles > 65535) {
     return Status::errorf("CUDA grouped experts: {} row tiles (at most 65535)", experts.n_row_tiles);
@@ -154,9 +153,9 @@ Status launch_grouped(Context& context, const DeviceWeight& shape, const void* c
   const dim3 grid(static_cast<unsigned>(ceil_div(shape.rows, kTileCols)), static_cast<unsigned>(experts.n_row_tiles));
   return with_weight_type(shape.dtype, [&](auto type) {
     return launch("grouped experts", grouped_kernel<decltype(type)::value, kGlu>, grid, dim3(kThreads),
-                  context.impl().stream, first, second, experts.group_experts, experts.group_first,
-                  experts.n_groups, shape.row_bytes(), shape.rows, shape.cols,
-                  reinterpret_cast<const __nv_bfloat16*>(input), glu, output);
+                  context.impl().stream, tables, experts.group_experts, experts.group_first, experts.n_groups,
+                  shape.row_bytes(), shape.rows, shape.cols, reinterpret_cast<const __nv_bfloat16*>(input), glu,
+                  output);
   });
 }
 
@@ -166,18 +165,15 @@ int64_t grouped_row_tiles(int64_t group_rows) { return ceil_div(group_rows, kTil
 
 Status grouped_gate_up(Context& context, const GroupedExperts& experts, const uint16_t* input,
                        const GluArgs& glu, uint16_t* activated) {
-  MOENAV_RETURN_IF_ERROR(check_chunked_rows(experts.gate, "grouped", "gate"));
-  if (experts.up.dtype != experts.gate.dtype || experts.up.rows != experts.gate.rows || experts.up.cols != experts.gate.cols) {
-    return Status::error("CUDA grouped experts: the up projection's shape or type differs from the gate's");
-  }
-  return launch_grouped<true>(context, experts.gate, experts.gate_table, experts.up_table, experts, input, glu,
+  MOENAV_RETURN_IF_ERROR(check_gate_up(experts.tables, "grouped"));
+  return launch_grouped<true>(context, experts.tables.gate, gate_up_tables(experts.tables), experts, input, glu,
                               activated);
 }
 
 Status grouped_down(Context& context, const GroupedExperts& experts, const uint16_t* activated, float* output) {
-  MOENAV_RETURN_IF_ERROR(check_chunked_rows(experts.down, "grouped", "down"));
-  return launch_grouped<false>(context, experts.down, experts.down_table, nullptr, experts, activated, GluArgs{},
-                               output);
+  MOENAV_RETURN_IF_ERROR(check_chunked_rows(experts.tables.down, "grouped", "down"));
+  return launch_grouped<false>(context, experts.tables.down, down_tables(experts.tables), experts, activated,
+                               GluArgs{}, output);
 }
 
 Status gather_rows_bf16(Context& context, const float* src, int64_t cols, const int32_t* rows, int64_t n,
