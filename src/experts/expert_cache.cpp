@@ -56,7 +56,8 @@ bool ExpertCache::cacheable(int32_t key) const {
   return policy_->admits_misses();
 }
 
-// Rule-pinned experts first, then static placement or a warm start by routing frequency.
+// Rule-pinned experts first, then static placement, a warm start by routing frequency, or a start
+// full for misses that never load.
 Status ExpertCache::place_initial() {
   const CacheKeySpace& keys = settings_.keys;
   std::vector<std::vector<int32_t>> pinned(partitions_.size()), ranked(partitions_.size());
@@ -70,7 +71,10 @@ Status ExpertCache::place_initial() {
       if (!rule || *rule != Tier::Disk) list[static_cast<size_t>(partition_of(l))].push_back(key);
     }
   }
-  const bool fill = settings_.policy == "static" || (settings_.warm_start && settings_.stats != nullptr);
+  // A cache whose misses never fill it (computed on the CPU or from low-bit copies, or skipped)
+  // would stay empty: it starts full too, by routing frequency when known, else in expert order.
+  const bool fill = settings_.policy == "static" || (settings_.warm_start && settings_.stats != nullptr) ||
+                    settings_.miss != MissPolicy::Fetch;
   auto frequency = [&](int32_t key) {
     if (settings_.stats == nullptr) return 0.0;
     return settings_.stats->counts[static_cast<size_t>(keys.layer_of(key))]

@@ -337,14 +337,15 @@ void CostModel::set_anchor(const Point& base, const Measurement& measured, const
   anchor_dense_ = raw.stages.dense;
   other_decode_s_ = std::max(0.0, measured.tpot_s - raw.tpot_s);
   other_prefill_per_row_s_ = std::max(0.0, measured.ttft_s - raw.ttft_s) / static_cast<double>(std::max<int64_t>(workload.prompt_tokens, 1));
-  memory_offset_ = static_cast<double>(measured.peak_rss_bytes) - raw.memory_bytes;
+  const double memory = measured.value(memory_metric_);
+  memory_offset_ = std::isnan(memory) ? 0.0 : memory - raw.memory_bytes;
 }
 
 void CostModel::add_observation(const Point& point, const Measurement& measured, const BenchOptions& workload) {
   const Prediction raw = raw_predict(point, workload);
   Observation observation;
   observation.choices = choices_of(point);
-  const double measured_values[3] = {measured.ttft_s, measured.tpot_s, static_cast<double>(measured.peak_rss_bytes)};
+  const double measured_values[3] = {measured.ttft_s, measured.tpot_s, measured.value(memory_metric_)};
   const double predicted_values[3] = {raw.ttft_s, raw.tpot_s, raw.memory_bytes};
   for (int m = 0; m < 3; ++m) {
     const bool usable = measured_values[m] > 0 && predicted_values[m] > 0;

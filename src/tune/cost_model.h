@@ -71,6 +71,9 @@ class CostModel {
   }
   const RoutingTrace& trace() const { return trace_; }
   void set_copy_bandwidth(double bytes_per_second) { copy_bandwidth_ = bytes_per_second; }
+  // What memory predictions are calibrated against: gpu_mem (the device allocator's high-water
+  // mark) on a GPU, host_mem (peak RSS) otherwise.
+  void set_memory_metric(Metric metric) { memory_metric_ = metric; }
   // Measured perplexity / experts per token of a quality key.
   void set_quality(const std::string& quality_key, double ppl, double experts_per_token);
 
@@ -91,6 +94,7 @@ class CostModel {
   std::vector<int> choices_of(const Point& point) const;
 
  private:
+  Metric memory_metric_ = Metric::HostMemory;
   struct Observation {
     std::vector<int> choices;  // choice index per dimension (-1: not in the space)
     double log_residual[3];    // ttft, tpot, memory

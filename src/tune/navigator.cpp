@@ -77,6 +77,7 @@ Status NavigatorRun::setup() {
   quality_low_.max_tokens = std::min<int64_t>(options_.quality_tokens, 4 * options_.quality_seq);
   const ModelConfig& model = base_engine->model_config();
   cost_.set_model(model);
+  cost_.set_memory_metric(effective_metric(Metric::GpuMemory, result_.scope));
   return build_space(*base_engine);
 }
 

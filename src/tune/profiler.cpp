@@ -137,6 +137,7 @@ ProfileOutcome Profiler::measure(const EngineConfig& config, const Workload& wor
   m.tpot_max_s = tpot_summary.max;
   m.gen_tokens = workload.bench.gen_tokens;
   m.peak_rss_bytes = peak_rss_bytes();
+  m.gpu_peak_bytes = result->gpu_peak_bytes;
   m.weight_bytes = (*engine)->model().total_bytes();
   m.resident_expert_bytes = (*engine)->model().expert_bytes();
   m.experts_per_token = counter.mean();

@@ -55,7 +55,8 @@ Measurement NavigatorRun::expected(size_t index) const {
     const Prediction at_low = cost_.predict(tuned.point, low_.bench);
     if (at_low.ttft_s > 0) m.ttft_s *= tuned.low->ttft_s / at_low.ttft_s;
     if (at_low.tpot_s > 0) m.tpot_s *= tuned.low->tpot_s / at_low.tpot_s;
-    if (at_low.memory_bytes > 0) memory *= static_cast<double>(tuned.low->peak_rss_bytes) / at_low.memory_bytes;
+    const double low_memory = tuned.low->value(effective_metric(Metric::GpuMemory, result_.scope));
+    if (at_low.memory_bytes > 0 && !std::isnan(low_memory)) memory *= low_memory / at_low.memory_bytes;
   }
   m.peak_rss_bytes = static_cast<int64_t>(memory);
   m.gpu_peak_bytes = result_.scope.has_gpu ? static_cast<int64_t>(memory) : -1;

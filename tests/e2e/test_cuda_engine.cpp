@@ -9,6 +9,7 @@
 #include "experts/store_factory.h"
 #include "layers/moe/router.h"
 #include "model/model.h"
+#include "tune/profiler.h"
 
 namespace moenav::testing {
 namespace {
@@ -460,6 +461,20 @@ TEST_F(CudaEngineTest, CpuMissesMatchAllResident) {
       }
     }
   }
+}
+
+// The navigator's measurements on the GPU carry the allocator's high-water mark, which gpu_mem
+// goals are judged on (the host's RSS says nothing of the device).
+TEST_F(CudaEngineTest, TuneMeasurementsRecordGpuMemory) {
+  tune::Workload workload;
+  workload.bench = {16, 4, 1, 0};
+  workload.prompt_source = some_tokens(64, 512);
+  tune::Profiler profiler(tiny_mixtral());
+  const tune::ProfileOutcome outcome = profiler.measure(cuda_config(), workload);
+  ASSERT_EQ(outcome.status, "ok") << outcome.error;
+  EXPECT_GT(outcome.measurement.gpu_peak_bytes, 0);
+  EXPECT_DOUBLE_EQ(outcome.measurement.value(tune::Metric::GpuMemory),
+                   static_cast<double>(outcome.measurement.gpu_peak_bytes));
 }
 
 // 95 MiB: about 6 MiB of other weights and an 84 MiB reserve leave 2 slots per layer.
