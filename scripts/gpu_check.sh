@@ -81,9 +81,10 @@ if [ "${BIG:-0}" = 1 ]; then
   bench mixtral-cuda-no-graphs "$big" --backend cuda --cuda-graphs false --prompt-tokens 16 \
       --gen-tokens 64 --reps 3
   # Under a budget: misses split between PCIe and the CPU, next-layer experts prefetched on the
-  # copy stream.
+  # copy stream; one pool of slots for all layers (the budget's whole remainder, not a multiple
+  # of the layer count).
   for budget in 24GiB 16GiB 8GiB; do
-    bench "mixtral-cuda-$budget" "$big" --backend cuda --gpu-memory "$budget" --cache-size auto \
+    bench "mixtral-cuda-$budget" "$big" --backend cuda --gpu-memory "$budget" --cache-size auto --cache-scope global \
         --miss-policy auto --prefetch next_layer_gate --gemm-precision bf16 \
         --prompt-tokens 512 --gen-tokens 128 --reps 3
   done

@@ -147,8 +147,8 @@ Status upload_expert_tables(DeviceLayer& layer, cuda::Context& context,
 
 // What the device expert cache is planned from: the budget, every weight but the experts, and a
 // reserve for activations (a 512-row batch: residual stream, projections, FFN, logits), the KV
-// cache of up to 4096 positions and cuBLAS' workspace.
-DeviceSlotInputs device_slot_inputs(const Model& model, int64_t budget, int64_t miss_bytes) {
+// cache of up to 4096 positions in its element type and cuBLAS' workspace.
+DeviceSlotInputs device_slot_inputs(const Model& model, int64_t budget, int64_t miss_bytes, DType kv_type) {
   const ModelConfig& c = model.config;
   DeviceSlotInputs in;
   in.budget_bytes = budget;
@@ -158,7 +158,7 @@ DeviceSlotInputs device_slot_inputs(const Model& model, int64_t budget, int64_t 
   const int64_t ffn = std::max({c.expert_ffn, c.dense_ffn, c.shared_expert_ffn});
   const int64_t kv = c.n_layers * c.kv_cache_width() * std::min<int64_t>(c.context_length, 4096);
   const int64_t rows = 512 * (10 * c.hidden + 3 * ffn + c.vocab);
-  in.reserve_bytes = (kv + rows) * int64_t{sizeof(float)} + (int64_t{64} << 20);
+  in.reserve_bytes = dtype_bytes(kv_type, kv) + rows * int64_t{sizeof(float)} + (int64_t{64} << 20);
   in.slot_bytes = device_slot_bytes(model);
   for (int64_t l = 0; l < c.n_layers; ++l) in.n_moe_layers += c.is_moe_layer(l) ? 1 : 0;
   in.n_experts = c.n_experts;
@@ -207,7 +207,7 @@ Expected<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const Model& model,
   MOENAV_ASSIGN_OR_RETURN(
       const DeviceSlotPlan slots,
       plan_device_slots(config.placement.expert_cache.size,
-                        device_slot_inputs(model, context.budget_bytes(), miss_bytes)));
+                        device_slot_inputs(model, context.budget_bytes(), miss_bytes, decoder->kv_type_)));
   auto with_budget_hint = [&](Status status) {
     if (slots.cached) return status;
     return status.with_context(fmt::format(

@@ -48,8 +48,7 @@ Expected<DeviceSlotPlan> plan_device_slots(std::string_view cache_size,
   plan.slot_bytes = in.slot_bytes;
   plan.slots_per_layer = in.n_experts;
   if (cache_size == "all" || in.n_moe_layers == 0 || in.slot_bytes <= 0) return plan;
-  const int64_t layer_slot_bytes = in.slot_bytes * in.n_moe_layers;
-  int64_t per_layer = 0;
+  int64_t total = 0;  // slots in all
   if (cache_size == "auto") {
     if (in.budget_bytes <= 0) return plan;  // no budget: everything goes on the device
     // Besides the slots: the other weights, the low-precision copies, the reserve and the staging slot.
@@ -63,25 +62,30 @@ Expected<DeviceSlotPlan> plan_device_slots(std::string_view cache_size,
           in.miss_bytes > 0 ? fmt::format(", {} for the miss policy", format_bytes(in.miss_bytes)) : "",
           format_bytes(in.reserve_bytes), format_bytes(in.slot_bytes));
     }
-    per_layer = (in.budget_bytes - fixed) / layer_slot_bytes;
+    total = (in.budget_bytes - fixed) / in.slot_bytes;
   } else if (is_count(cache_size)) {
     const char* end = cache_size.data() + cache_size.size();
-    if (std::from_chars(cache_size.data(), end, per_layer).ec != std::errc()) {
+    int64_t per_layer = 0;
+    if (std::from_chars(cache_size.data(), end, per_layer).ec != std::errc() ||
+        per_layer > (int64_t{1} << 40) / in.n_moe_layers) {
       return Status::errorf("placement.expert_cache.size '{}': not a slot count this size", cache_size);
     }
+    total = per_layer * in.n_moe_layers;
   } else {
     auto bytes = parse_byte_size(cache_size);
     if (!bytes.ok()) {
       return Status::errorf("placement.expert_cache.size '{}' is not all, auto, a slot count or a "
                             "byte size: {}", cache_size, bytes.status().message());
     }
-    per_layer = *bytes / layer_slot_bytes;
+    total = *bytes / in.slot_bytes;
   }
+  const int64_t per_layer = total / in.n_moe_layers;
   if (per_layer >= in.n_experts) return plan;
   // 0 slots: no expert stays on the device; each use goes the miss policy's way (computed on the
   // CPU, or fetched through the staging slot).
   plan.cached = true;
   plan.slots_per_layer = per_layer;
+  plan.slots = total;
   return plan;
 }
 
@@ -202,8 +206,7 @@ Expected<std::unique_ptr<DeviceExpertCache>> DeviceExpertCache::create(cuda::Con
   settings.keys = expert_key_space(c, config);
   settings.policy = config.placement.expert_cache.policy;
   settings.global_scope = scope == "global";
-  settings.slots_per_partition =
-      settings.global_scope ? plan.slots_per_layer * settings.keys.n_moe_layers : plan.slots_per_layer;
+  settings.slots_per_partition = settings.global_scope ? plan.slots : plan.slots_per_layer;
   settings.miss = miss;
   settings.fast_tier = Tier::Device;
   settings.key_bytes = expert_key_bytes(model);

@@ -55,6 +55,7 @@ struct Model;
 struct DeviceSlotPlan {
   bool cached = false;
   int64_t slots_per_layer = 0;
+  int64_t slots = 0;  // in all: what the global scope pools (at least slots_per_layer per layer)
   int64_t slot_bytes = 0;  // one expert's gate, up and down, each 256-byte aligned
 };
 struct DeviceSlotInputs {

@@ -34,6 +34,7 @@ TEST(DeviceSlots, AutoTakesWhatTheBudgetLeaves) {
   ASSERT_TRUE(plan.ok()) << plan.error();
   EXPECT_TRUE(plan->cached);
   EXPECT_EQ(plan->slots_per_layer, 6);
+  EXPECT_EQ(plan->slots, 69);  // the global scope pools them all
   EXPECT_EQ(plan->slot_bytes, kMiB);
   DeviceSlotInputs roomy = inputs();
   roomy.budget_bytes = 200 * kMiB;  // 169 MiB: all 8 experts of every layer fit
@@ -46,6 +47,7 @@ TEST(DeviceSlots, AutoTakesWhatTheBudgetLeaves) {
   auto with_copies = plan_device_slots("auto", lowbit);
   ASSERT_TRUE(with_copies.ok()) << with_copies.error();
   EXPECT_EQ(with_copies->slots_per_layer, 4);
+  EXPECT_EQ(with_copies->slots, 49);
 }
 
 TEST(DeviceSlots, CountsAndByteSizes) {
@@ -53,6 +55,7 @@ TEST(DeviceSlots, CountsAndByteSizes) {
   ASSERT_TRUE(count.ok());
   EXPECT_TRUE(count->cached);
   EXPECT_EQ(count->slots_per_layer, 3);
+  EXPECT_EQ(count->slots, 30);
   EXPECT_FALSE(plan_device_slots("8", inputs())->cached);  // every expert: no cache
   auto bytes = plan_device_slots("40MiB", inputs());
   ASSERT_TRUE(bytes.ok());
