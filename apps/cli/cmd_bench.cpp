@@ -98,7 +98,8 @@ int run_bench(BenchArgs& args) {
   fmt::print("experts ({} runs): {} hits, {} misses ({:.1f}% hit rate); misses fetched {}, staged {}, cpu {} "
              "(split {}), lowbit {}, skipped {}; evictions {}\n", args.options.warmup + args.options.repetitions,
              counters.fast_hits(), counters.fast_misses(), 100.0 * counters.hit_rate(), counters.miss_fetched,
-             counters.miss_staged, counters.miss_cpu, counters.miss_split, counters.miss_lowbit, counters.miss_skipped, counters.evictions);
+             counters.miss_staged, counters.miss_cpu, counters.miss_split, counters.miss_lowbit,
+             counters.miss_skipped, counters.evictions);
   fmt::print("expert bytes: disk->host {:.2f} MB (payload {:.2f} MB); stalled {:.3f} s; I/O busy {:.3f} s; "
              "prefetch issued {}, used {}, wasted {}, late {} (accuracy {:.1f}%)\n",
              counters.disk_to_host_bytes / 1e6, counters.payload_bytes / 1e6, counters.stall_seconds,

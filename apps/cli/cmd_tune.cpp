@@ -67,7 +67,8 @@ int run_tune_command(TuneArgs& args) {
   auto goal = tune::parse_goal(args.options.objective, args.options.constraints);
   if (!goal.ok()) return fail(goal.status());
   const bool gpu = goal->speaks_of_gpu() && cuda::available().ok();
-  for (const std::string& note : tune::fit_base_to_goal(*base, *goal, option_given(args.engine, "device.backend"), gpu)) {
+  const bool backend_given = option_given(args.engine, "device.backend");
+  for (const std::string& note : tune::fit_base_to_goal(*base, *goal, backend_given, gpu)) {
     fmt::print("moenav tune: {}\n", note);
   }
   args.options.model_path = args.engine.model;

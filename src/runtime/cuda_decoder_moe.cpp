@@ -265,7 +265,8 @@ Status CudaDecoder::moe(int64_t l, int64_t n_rows, const RoutingPolicy& policy,
       MOENAV_RETURN_IF_ERROR(context.upload(b.gate, result, n * c.expert_ffn * int64_t{sizeof(float)}));
       MOENAV_RETURN_IF_ERROR(cache->await_down(expert));
       MOENAV_RETURN_IF_ERROR(cuda::matmul(context, cpu.down, b.gate.as<float>(), n, b.expert_output.as<float>()));
-      const float* bias = layer.expert_biases.empty() ? nullptr : layer.expert_biases[static_cast<size_t>(expert)].down_bias;
+      const float* bias =
+          layer.expert_biases.empty() ? nullptr : layer.expert_biases[static_cast<size_t>(expert)].down_bias;
       MOENAV_RETURN_IF_ERROR(cuda::add_bias(context, b.expert_output.as<float>(), bias, n, c.hidden));
       MOENAV_RETURN_IF_ERROR(cache->release(l, expert));
     } else {

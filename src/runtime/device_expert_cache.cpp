@@ -324,25 +324,30 @@ Status DeviceExpertCache::measure_rates(ThreadPool& pool) {
   return ok_status();
 }
 
-void DeviceExpertCache::plan_misses(int64_t layer, std::span<const int32_t> experts, int64_t n_tokens) {
+void DeviceExpertCache::plan_misses(int64_t layer, std::span<const int32_t> experts,
+                                    int64_t n_tokens) {
   misses_.assign(experts.size(), MissPolicy::Cpu);
   std::fill(split_.begin(), split_.end(), 0);
   std::vector<size_t> missed;  // indices into experts
   std::vector<MissCost> costs;
   for (size_t i = 0; i < experts.size(); ++i) {
     if (cache_->resident(layer, experts[i])) continue;
-    const FfnWeights& expert = model_.weights.layers[static_cast<size_t>(layer)].experts[static_cast<size_t>(experts[i])];
+    const FfnWeights& expert =
+        model_.weights.layers[static_cast<size_t>(layer)].experts[static_cast<size_t>(experts[i])];
     const auto gate_up = static_cast<double>(expert.gate.bytes() + expert.up.bytes());
     const double bytes = gate_up + static_cast<double>(expert.down.bytes());
     // A matvec per row on the CPU, at worst.
-    costs.push_back({bytes / fetch_rate_, bytes / cpu_rate_ * static_cast<double>(n_tokens), gate_up / bytes});
+    costs.push_back(
+        {bytes / fetch_rate_, bytes / cpu_rate_ * static_cast<double>(n_tokens), gate_up / bytes});
     missed.push_back(i);
   }
   std::vector<MissService> services;
   if (auto_split_) {
     services = choose_miss_service(costs, kSplitSlots);
   } else {  // split: the first kSplitSlots, the rest wholly on the CPU
-    for (size_t m = 0; m < missed.size(); ++m) services.push_back(m < kSplitSlots ? MissService::Split : MissService::Cpu);
+    for (size_t m = 0; m < missed.size(); ++m) {
+      services.push_back(m < kSplitSlots ? MissService::Split : MissService::Cpu);
+    }
   }
   for (size_t m = 0; m < missed.size(); ++m) {
     const size_t i = missed[m];
@@ -351,10 +356,11 @@ void DeviceExpertCache::plan_misses(int64_t layer, std::span<const int32_t> expe
   }
 }
 
-Status DeviceExpertCache::copy_tensor(const TensorView& tensor, const cuda::DeviceBuffer& buffer, int64_t offset,
-                                      cuda::DeviceWeight& out) {
-  MOENAV_RETURN_IF_ERROR(pinned_ ? context_.upload_pinned(buffer, tensor.data, tensor.bytes(), offset, cuda::Stream::Copy)
-                                 : context_.upload(buffer, tensor.data, tensor.bytes(), offset));
+Status DeviceExpertCache::copy_tensor(const TensorView& tensor, const cuda::DeviceBuffer& buffer,
+                                      int64_t offset, cuda::DeviceWeight& out) {
+  MOENAV_RETURN_IF_ERROR(
+      pinned_ ? context_.upload_pinned(buffer, tensor.data, tensor.bytes(), offset, cuda::Stream::Copy)
+              : context_.upload(buffer, tensor.data, tensor.bytes(), offset));
   out = {tensor.dtype, tensor.rows(), tensor.cols(), static_cast<uint8_t*>(buffer.data()) + offset};
   host_to_device_bytes_ += tensor.bytes();
   return ok_status();
@@ -456,8 +462,9 @@ Expected<DeviceExpertCache::Lease> DeviceExpertCache::acquire(int64_t layer, int
       if (!split_[static_cast<size_t>(expert)] || splits_queued_ >= kSplitSlots) return lease;
       // The down projection on the copy stream now, while the CPU computes gate and up.
       const int32_t sync = split_sync(splits_queued_);
+      const int64_t offset = splits_queued_ * split_slot_bytes_;
       if (pinned_) MOENAV_RETURN_IF_ERROR(context_.wait(cuda::Stream::Copy, sync_[static_cast<size_t>(sync)].freed));
-      MOENAV_RETURN_IF_ERROR(copy_tensor(lease.host->down, split_downs_, splits_queued_ * split_slot_bytes_, lease.down));
+      MOENAV_RETURN_IF_ERROR(copy_tensor(lease.host->down, split_downs_, offset, lease.down));
       if (pinned_) MOENAV_RETURN_IF_ERROR(context_.record(sync_[static_cast<size_t>(sync)].loaded, cuda::Stream::Copy));
       ++splits_queued_;
       ++miss_split_;
