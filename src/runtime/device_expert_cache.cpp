@@ -235,7 +235,8 @@ Expected<std::unique_ptr<DeviceExpertCache>> DeviceExpertCache::create(cuda::Con
   }
   cache->slot_weights_.resize(static_cast<size_t>(slots));
   cache->leased_.assign(static_cast<size_t>(c.n_experts), -1);
-  cache->split_.assign(static_cast<size_t>(c.n_experts), 0);
+  cache->split_slot_.assign(static_cast<size_t>(c.n_experts), -1);
+  cache->split_downs_weights_.resize(kSplitSlots);
   cache->pinned_ = cache->pin_experts().ok();  // else every miss is a synchronous copy
   if (cache->pinned_) {
     cache->sync_.resize(static_cast<size_t>(slots + 1 + kSplitSlots));
@@ -327,7 +328,6 @@ Status DeviceExpertCache::measure_rates(ThreadPool& pool) {
 void DeviceExpertCache::plan_misses(int64_t layer, std::span<const int32_t> experts,
                                     int64_t n_tokens) {
   misses_.assign(experts.size(), MissPolicy::Cpu);
-  std::fill(split_.begin(), split_.end(), 0);
   std::vector<size_t> missed;  // indices into experts
   std::vector<MissCost> costs;
   for (size_t i = 0; i < experts.size(); ++i) {
@@ -349,11 +349,25 @@ void DeviceExpertCache::plan_misses(int64_t layer, std::span<const int32_t> expe
       services.push_back(m < kSplitSlots ? MissService::Split : MissService::Cpu);
     }
   }
+  int32_t splits = 0;
   for (size_t m = 0; m < missed.size(); ++m) {
     const size_t i = missed[m];
     misses_[i] = services[m] == MissService::Fetch ? MissPolicy::Fetch : MissPolicy::Cpu;
-    if (services[m] == MissService::Split) split_[static_cast<size_t>(experts[i])] = 1;
+    if (services[m] == MissService::Split) split_slot_[static_cast<size_t>(experts[i])] = splits++;
   }
+}
+
+Status DeviceExpertCache::load_split_down(int64_t layer, int32_t expert) {
+  const int32_t slot = split_slot_[static_cast<size_t>(expert)];
+  const TensorView& down =
+      model_.weights.layers[static_cast<size_t>(layer)].experts[static_cast<size_t>(expert)].down;
+  const int32_t sync = split_sync(slot);
+  if (pinned_) MOENAV_RETURN_IF_ERROR(context_.wait(cuda::Stream::Copy, sync_[static_cast<size_t>(sync)].freed));
+  MOENAV_RETURN_IF_ERROR(copy_tensor(down, split_downs_, slot * split_slot_bytes_,
+                                     split_downs_weights_[static_cast<size_t>(slot)]));
+  if (pinned_) MOENAV_RETURN_IF_ERROR(context_.record(sync_[static_cast<size_t>(sync)].loaded, cuda::Stream::Copy));
+  ++miss_split_;
+  return ok_status();
 }
 
 Status DeviceExpertCache::copy_tensor(const TensorView& tensor, const cuda::DeviceBuffer& buffer,
@@ -407,17 +421,21 @@ Status DeviceExpertCache::begin_layer(int64_t layer, std::span<const int32_t> ex
                                       std::span<const int32_t> routed, int64_t k,
                                       const float* host_rows) {
   loads_.clear();
-  splits_queued_ = 0;
+  std::fill(split_slot_.begin(), split_slot_.end(), -1);
   if ((auto_split_ && n_tokens <= kAutoSplitTokens) || split_policy_) {
     plan_misses(layer, experts, n_tokens);
     cache_->begin_layer(layer, experts, top1, loads_, misses_);
   } else {
-    std::fill(split_.begin(), split_.end(), 0);
     cache_->begin_layer(layer, experts, top1, loads_);
   }
+  // On the copy stream in order of need: demand loads, split misses' down projections (while the
+  // CPU computes their gate and up), then prefetches for later layers.
   for (const SlotLoad& load : loads_) MOENAV_RETURN_IF_ERROR(this->load(load));
+  for (int32_t expert : experts) {
+    if (split_slot_[static_cast<size_t>(expert)] >= 0) MOENAV_RETURN_IF_ERROR(load_split_down(layer, expert));
+  }
   if (!prefetcher_) return ok_status();
-  // Queued after this layer's demand loads on the copy stream: they overlap its kernels.
+  // Queued after this layer's loads on the copy stream: they overlap its kernels.
   const ModelConfig& config = model_.config;
   auto speculate = [&](int distance, std::vector<int32_t>& predictions) -> int64_t {
     const int64_t target = moe_layer_ahead(config, layer, distance);
@@ -459,16 +477,11 @@ Expected<DeviceExpertCache::Lease> DeviceExpertCache::acquire(int64_t layer, int
       return lease;
     case ExpertSource::Cpu: {
       lease.host = &model_.weights.layers[static_cast<size_t>(layer)].experts[static_cast<size_t>(expert)];
-      if (!split_[static_cast<size_t>(expert)] || splits_queued_ >= kSplitSlots) return lease;
-      // The down projection on the copy stream now, while the CPU computes gate and up.
-      const int32_t sync = split_sync(splits_queued_);
-      const int64_t offset = splits_queued_ * split_slot_bytes_;
-      if (pinned_) MOENAV_RETURN_IF_ERROR(context_.wait(cuda::Stream::Copy, sync_[static_cast<size_t>(sync)].freed));
-      MOENAV_RETURN_IF_ERROR(copy_tensor(lease.host->down, split_downs_, offset, lease.down));
-      if (pinned_) MOENAV_RETURN_IF_ERROR(context_.record(sync_[static_cast<size_t>(sync)].loaded, cuda::Stream::Copy));
-      ++splits_queued_;
-      ++miss_split_;
-      leased = sync;
+      const int32_t slot = split_slot_[static_cast<size_t>(expert)];
+      if (slot >= 0) {  // its down projection was queued at begin_layer
+        lease.down = split_downs_weights_[static_cast<size_t>(slot)];
+        leased = split_sync(slot);
+      }
       return lease;
     }
     case ExpertSource::LowBit:  // resident for the whole run: nothing to wait for or free

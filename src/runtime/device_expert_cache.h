@@ -158,8 +158,11 @@ class DeviceExpertCache {
   Status pin_experts();  // page-locks the host copies of every expert
   Status measure_rates(ThreadPool& pool);  // fetch_rate_, cpu_rate_ from the largest expert
   // auto: each miss of the step fetched, computed on the CPU or split (choose_miss_service);
-  // split: the first kSplitSlots misses split, the rest on the CPU. Fills misses_ and split_.
+  // split: the first kSplitSlots misses split, the rest on the CPU. Fills misses_ and
+  // split_slot_.
   void plan_misses(int64_t layer, std::span<const int32_t> experts, int64_t n_tokens);
+  // Queues the down projection of the layer's split miss `expert` into its down slot.
+  Status load_split_down(int64_t layer, int32_t expert);
   // Copies `tensor` into `buffer` at `offset` on the copy stream (or synchronously unpinned).
   Status copy_tensor(const TensorView& tensor, const cuda::DeviceBuffer& buffer, int64_t offset,
                      cuda::DeviceWeight& out);
@@ -180,8 +183,8 @@ class DeviceExpertCache {
   bool split_policy_ = false;  // miss.policy split
   double fetch_rate_ = 0.0, cpu_rate_ = 0.0;
   std::vector<MissPolicy> misses_;  // this step's per-expert policies (auto, split)
-  std::vector<uint8_t> split_;      // [n_experts]: this step's misses split (down on the GPU)
-  int splits_queued_ = 0;           // split down copies queued this layer (< kSplitSlots)
+  std::vector<int32_t> split_slot_;  // [n_experts]: this step's down slot of a split miss, or -1
+  std::vector<cuda::DeviceWeight> split_downs_weights_;  // [kSplitSlots]: what each holds
   int64_t miss_split_ = 0;
   cuda::DeviceBuffer split_downs_;  // [kSplitSlots, split_slot_bytes_]
   int64_t split_slot_bytes_ = 0;

@@ -412,15 +412,18 @@ TEST_F(CudaEngineTest, CpuMissesMatchAllResident) {
   for (int64_t bytes : expert_key_bytes(resident->model())) expert_bytes += bytes;
   struct Case {
     const char* size;
-    const char* miss;  // auto splits decode steps' misses between fetch and cpu by measured rates
+    const char* miss;  // auto serves decode steps' misses by fetch, cpu or split by measured rates
+    const char* prefetch = "none";
   };
-  // split: gate and up on the CPU, the down projection fetched and run on the GPU.
+  // split: gate and up on the CPU, the down projection fetched and run on the GPU (queued on the
+  // copy stream before the next layer's prefetches).
   for (const Case& c : {Case{"2", "cpu"}, Case{"2", "auto"}, Case{"0", "cpu"}, Case{"2", "split"},
-                        Case{"0", "split"}}) {
-    SCOPED_TRACE(std::string(c.size) + " slots, miss " + c.miss);
+                        Case{"0", "split"}, Case{"2", "split", "next_layer_gate"}}) {
+    SCOPED_TRACE(std::string(c.size) + " slots, miss " + c.miss + ", prefetch " + c.prefetch);
     EngineConfig config = cuda_config();
     config.placement.expert_cache.size = c.size;
     config.miss.policy = c.miss;
+    config.prefetch.policy = c.prefetch;
     auto cached = open_engine(tiny_mixtral(), config);
     ASSERT_TRUE(cached);
     auto session = cached->new_session();
