@@ -4,7 +4,6 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-#include "backend/cuda.h"
 #include "cli/options.h"
 #include "report/report_builder.h"
 #include "report/text_tables.h"
@@ -64,13 +63,7 @@ int run_tune_command(TuneArgs& args) {
   if (!base.ok()) return fail(base.status());
   auto preset = tune::space_preset_from_name(args.space);
   if (!preset.ok()) return fail(preset.status());
-  auto goal = tune::parse_goal(args.options.objective, args.options.constraints);
-  if (!goal.ok()) return fail(goal.status());
-  const bool gpu = goal->speaks_of_gpu() && cuda::available().ok();
-  const bool backend_given = option_given(args.engine, "device.backend");
-  for (const std::string& note : tune::fit_base_to_goal(*base, *goal, backend_given, gpu)) {
-    fmt::print("moenav tune: {}\n", note);
-  }
+  args.options.backend_given = option_given(args.engine, "device.backend");
   args.options.model_path = args.engine.model;
   args.options.base = *base;
   args.options.preset = *preset;

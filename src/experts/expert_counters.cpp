@@ -34,7 +34,7 @@ nlohmann::json ExpertCounters::to_json() const {
   return {{"tiers", tiers_json},
           {"hit_rate", hit_rate()},
           {"misses", {{"fetched", miss_fetched}, {"staged", miss_staged}, {"cpu", miss_cpu},
-                      {"split", miss_split},                       {"lowbit", miss_lowbit}, {"skipped", miss_skipped}}},
+                      {"split", miss_split}, {"lowbit", miss_lowbit}, {"skipped", miss_skipped}}},
           {"evictions", evictions},
           {"loads", {{"demand", demand_loads}, {"prefetch", prefetch_loads}, {"warm", warm_loads}}},
           {"payload_bytes", payload_bytes},

@@ -89,24 +89,25 @@ Expected<DeviceSlotPlan> plan_device_slots(std::string_view cache_size,
   return plan;
 }
 
-int64_t device_slot_bytes(const Model& model) {
+// The largest bytes(expert) over the model's experts.
+template <typename Bytes>
+int64_t largest_expert(const Model& model, Bytes&& bytes) {
   int64_t largest = 0;
   for (const LayerWeights& layer : model.weights.layers) {
-    for (const FfnWeights& expert : layer.experts) {
-      largest = std::max(largest, aligned(expert.gate.bytes()) + aligned(expert.up.bytes()) +
-                                      aligned(expert.down.bytes()));
-    }
+    for (const FfnWeights& expert : layer.experts) largest = std::max(largest, bytes(expert));
   }
   return largest;
 }
 
+int64_t device_slot_bytes(const Model& model) {
+  return largest_expert(model, [](const FfnWeights& e) {
+    return aligned(e.gate.bytes()) + aligned(e.up.bytes()) + aligned(e.down.bytes());
+  });
+}
+
 // The largest expert down projection, 256-byte aligned: one split down slot.
 int64_t split_slot_bytes(const Model& model) {
-  int64_t largest = 0;
-  for (const LayerWeights& layer : model.weights.layers) {
-    for (const FfnWeights& expert : layer.experts) largest = std::max(largest, aligned(expert.down.bytes()));
-  }
-  return largest;
+  return largest_expert(model, [](const FfnWeights& e) { return aligned(e.down.bytes()); });
 }
 
 std::vector<MissService> choose_miss_service(std::span<const MissCost> misses, int max_splits) {

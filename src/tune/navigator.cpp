@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include "backend/cuda.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
 #include "tune/navigator_run.h"
@@ -44,6 +45,10 @@ Status NavigatorRun::setup() {
   start_ = Clock::now();
   MOENAV_ASSIGN_OR_RETURN(result_.goal, parse_goal(options_.objective, options_.constraints));
   judge_.goal = result_.goal;
+  const bool gpu = result_.goal.speaks_of_gpu() && cuda::available().ok();
+  for (std::string& note : fit_base_to_goal(options_.base, result_.goal, options_.backend_given, gpu)) {
+    result_.notes.push_back(std::move(note));
+  }
   result_.scope.has_gpu = options_.base.device.backend == "cuda";
   judge_.scope = result_.scope;
   MOENAV_ASSIGN_OR_RETURN(store_, ResultsStore::open(options_.db_path));

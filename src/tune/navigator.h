@@ -30,6 +30,7 @@ namespace moenav::tune {
 struct TuneOptions {
   std::string model_path;
   EngineConfig base;  // the unoptimized baseline (and the starting point of every choice)
+  bool backend_given = false;  // device.backend was chosen: a gpu_mem goal leaves it as it is
   std::string objective = "min latency";
   std::vector<std::string> constraints;
   bool exhaustive = false;

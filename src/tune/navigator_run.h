@@ -64,7 +64,7 @@ class NavigatorRun {
   nlohmann::json point_json(size_t index) const;
   nlohmann::json summary_json() const;
 
-  const TuneOptions& options_;
+  TuneOptions options_;  // a copy: a gpu_mem goal may fit its base to the GPU (fit_base_to_goal)
   TuneResult result_;
   std::unique_ptr<ResultsStore> store_;
   Profiler profiler_;
