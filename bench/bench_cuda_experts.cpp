@@ -4,7 +4,10 @@
 // repetition runs 4 layers, 3.2 GB of expert weights, more than the L2 cache holds).
 //   hbm_copy: a device-to-device copy of 1 GiB; read + write bytes per second bound every
 //       decode case (fraction_of_hbm = the case's weight bytes per second over it).
-//   decode_matvec: one token through one expert's three projections (matmul, T = 1).
+//   decode_matvec: one token through one expert's three projections (gate and up in one
+//       matmul_parts launch, then down; T = 1).
+//   decode_qkv_one_launch, decode_qkv_three_launches: attention's q, k and v projections of one
+//       token (Mixtral's shapes) in one launch, and one matmul each.
 //   decode_selected: a decode step's two experts chosen on the device (selected_gate_up,
 //       selected_down, combine_slots): two experts' weight bytes per layer.
 //   gemm_ceiling: cuBLAS through matmul, bf16, [8192 x 8192] bf16 weights x 4096 tokens,
@@ -20,6 +23,7 @@
 // emulator included (a smoke test of the bench, not a measurement). Without a usable device it
 // prints why and exits 0.
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -199,12 +203,42 @@ int main(int argc, char** argv) {
   const Timing matvec = per_layer(time_it(context, reps, [&] {
     for (Layer& layer : layers) {
       const cuda::DeviceFfn& f = layer.experts.front();
-      check(cuda::matmul(context, f.gate, x.as<float>(), 1, gate.as<float>()), "matvec");
-      check(cuda::matmul(context, f.up, x.as<float>(), 1, up.as<float>()), "matvec");
+      const cuda::MatmulPart gate_up[] = {{f.gate, gate.as<float>()}, {f.up, up.as<float>()}};
+      check(cuda::matmul_parts(context, gate_up, 2, x.as<float>(), 1), "matvec");
       check(cuda::matmul(context, f.down, gate.as<float>(), 1, out.as<float>()), "matvec");
     }
   }));
   print("decode_matvec", matvec, bandwidth_fields(expert_bytes, matvec));
+
+  // Attention's q, k and v projections (hidden, hidden / 4 and hidden / 4 rows of hidden, as
+  // Mixtral's), in one launch as the decoder runs them against one matmul each: what the
+  // launches and the small matrices' partial waves cost. 8 copies, more than the L2 cache holds.
+  {
+    const int64_t q_rows = s.hidden, kv_rows = s.hidden / 4;
+    const std::vector<uint8_t> q_bytes = random_q4_0(q_rows, s.hidden, 4), kv_bytes = random_q4_0(kv_rows, s.hidden, 5);
+    std::vector<cuda::DeviceBuffer> storage;
+    std::vector<std::array<cuda::MatmulPart, 3>> copies(8);
+    for (std::array<cuda::MatmulPart, 3>& parts : copies) {
+      for (int p = 0; p < 3; ++p) {
+        storage.push_back(upload(context, p == 0 ? q_bytes : kv_bytes, "attention weights"));
+        const int64_t rows = p == 0 ? q_rows : kv_rows;
+        parts[static_cast<size_t>(p)].weight = {DType::Q4_0, rows, s.hidden, storage.back().data()};
+      }
+      parts[0].output = gate.as<float>(), parts[1].output = up.as<float>(), parts[2].output = out.as<float>();
+    }
+    const double bytes = static_cast<double>(q_bytes.size() + 2 * kv_bytes.size());
+    auto per_copy = [&](Timing t) { return Timing{t.median_ms / 8.0, t.best_ms / 8.0}; };
+    const Timing fused = per_copy(time_it(context, reps, [&] {
+      for (const auto& parts : copies) check(cuda::matmul_parts(context, parts.data(), 3, x.as<float>(), 1), "qkv");
+    }));
+    print("decode_qkv_one_launch", fused, bandwidth_fields(bytes, fused));
+    const Timing separate = per_copy(time_it(context, reps, [&] {
+      for (const auto& parts : copies)
+        for (const cuda::MatmulPart& part : parts)
+          check(cuda::matmul(context, part.weight, x.as<float>(), 1, part.output), "qkv");
+    }));
+    print("decode_qkv_three_launches", separate, bandwidth_fields(bytes, separate));
+  }
 
   cuda::DeviceBuffer selected = upload(context, std::vector<int32_t>{3, 6}, "selection");
   cuda::DeviceBuffer selected_weights = upload(context, std::vector<float>{0.6f, 0.4f}, "selection weights");

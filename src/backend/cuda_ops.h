@@ -7,6 +7,7 @@
 // KVH = key/value heads, D = head dim, P = cached positions, E = experts.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "backend/cuda.h"
@@ -44,12 +45,22 @@ inline bool matmul_supported(DType weight_type) {
 }
 
 // output[t, n] = sum_k input[t, k] * weight[n, k]; input [T, K] and output [T, N] f32.
-// Up to kMatvecMaxTokens tokens (decode), one warp per weight row dequantizes it once for all
-// tokens and accumulates in f32. More tokens (prefill) dequantize the weight in slices into
-// scratch and run cuBLAS GEMMs at the context's GemmPrecision.
+// Up to kMatvecMaxTokens tokens (decode), a block of threads per few weight rows dequantizes them
+// once for all tokens and accumulates in f32. More tokens (prefill) dequantize the weight in
+// slices into scratch and run cuBLAS GEMMs at the context's GemmPrecision.
 constexpr int64_t kMatvecMaxTokens = 8;
 Status matmul(Context& context, const DeviceWeight& weight, const float* input, int64_t n_tokens,
               float* output);
+// Several weights times the same input (attention's q, k and v; an FFN's gate and up): in
+// decode, one launch when they share a type and width (fewer launches a token, and small
+// matrices fill the GPU together); otherwise one matmul each.
+constexpr size_t kMaxMatmulParts = 3;
+struct MatmulPart {
+  DeviceWeight weight;
+  float* output = nullptr;
+};
+Status matmul_parts(Context& context, const MatmulPart* parts, size_t n_parts, const float* input,
+                    int64_t n_tokens);
 // One layer's experts, of one type and shape per projection, as device tables indexed by expert:
 // each projection's matrix (in the shape's type; the shapes' data unused) and, optionally, its
 // f32 bias (gpt-oss; null tables: no biases).
@@ -120,8 +131,13 @@ Status gather_rows_bf16(Context& context, const float* src, int64_t cols, const 
 // output[r, :] = input[r, :] / sqrt(mean(input[r, :]^2) + eps) * weight; output may alias input.
 Status rms_norm(Context& context, const float* input, const float* weight, float* output,
                 int64_t n_rows, int64_t dim, float eps);
+// hidden += residual, then output = rms_norm(hidden): the residual add that ends a block and the
+// norm that starts the next, in one launch. output must not alias hidden or residual.
+Status add_rms_norm(Context& context, float* hidden, const float* residual, const float* weight,
+                    float* output, int64_t n_rows, int64_t dim, float eps);
 
-// Rotates, in place, the first rotary_dim dimensions of n_heads heads of each token, as
+// Rotates, in place, the first rotary_dim dimensions of n_heads heads of each token (and of
+// n_key_heads heads of keys), as
 // moenav::Rope does: NeoX pairs (i, i + d/2), interleaved pairs (2i, 2i + 1); cos and sin of
 // position * inverse_frequency[i], scaled by attention_factor.
 struct RopeArgs {
@@ -135,6 +151,11 @@ struct RopeArgs {
   const int32_t* positions = nullptr;         // device [T]
   bool neox = true;
   float attention_factor = 1.0f;
+  // Optionally the keys too, in the same launch: head h of token t at keys + t * key_token_stride
+  // + h * head_stride, n_key_heads of them.
+  float* keys = nullptr;
+  int64_t n_key_heads = 0;
+  int64_t key_token_stride = 0;
 };
 Status rope(Context& context, const RopeArgs& args);
 
@@ -178,8 +199,10 @@ Status router_top_k(Context& context, const RouterArgs& args);
 // position positions[r] (device [n_rows]; a row is `width` elements): F32 as they are, F16
 // saturated to +-65504 and rounded to nearest even, as the CPU's KvCache stores them. The
 // positions are read on the device, so a recorded graph stores each step where it belongs.
-Status store_kv(Context& context, const float* source, void* cache, int64_t width,
-                const int32_t* positions, int64_t n_rows, DType type);
+// With values and value_cache, their rows go to their cache in the same launch.
+Status store_kv(Context& context, const float* keys, void* key_cache, int64_t width,
+                const int32_t* positions, int64_t n_rows, DType type, const float* values = nullptr,
+                void* value_cache = nullptr);
 
 // Causal attention over f32 or f16 K/V caches (flash-decoding: the visible keys are split into chunks
 // processed in parallel, then merged). Token t is at position positions[t] (read on the device),

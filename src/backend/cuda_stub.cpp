@@ -78,6 +78,7 @@ void Context::set_gemm_precision(GemmPrecision) {}
 void Context::release(void*, int64_t) {}
 
 Status matmul(Context&, const DeviceWeight&, const float*, int64_t, float*) { return not_built(); }
+Status matmul_parts(Context&, const MatmulPart*, size_t, const float*, int64_t) { return not_built(); }
 Status selected_gate_up(Context&, const SelectedExperts&, const float*, const GluArgs&, float*) {
   return not_built();
 }
@@ -96,6 +97,9 @@ Status gather_rows_bf16(Context&, const float*, int64_t, const int32_t*, int64_t
 Status rms_norm(Context&, const float*, const float*, float*, int64_t, int64_t, float) {
   return not_built();
 }
+Status add_rms_norm(Context&, float*, const float*, const float*, float*, int64_t, int64_t, float) {
+  return not_built();
+}
 Status rope(Context&, const RopeArgs&) { return not_built(); }
 Status silu_mul(Context&, const float*, const float*, float*, int64_t) { return not_built(); }
 Status clamped_swiglu(Context&, const float*, const float*, float*, int64_t, float, float) {
@@ -107,7 +111,7 @@ Status add_gated(Context&, float*, const float*, const float*, int64_t, int64_t)
 Status copy_columns(Context&, const float*, int64_t, float*, int64_t, int64_t, int64_t) {
   return not_built();
 }
-Status store_kv(Context&, const float*, void*, int64_t, const int32_t*, int64_t, DType) {
+Status store_kv(Context&, const float*, void*, int64_t, const int32_t*, int64_t, DType, const float*, void*) {
   return not_built();
 }
 Status router_top_k(Context&, const RouterArgs&) { return not_built(); }

@@ -326,6 +326,9 @@ Status CudaDecoder::ensure_capacity(int64_t n_rows, int64_t max_k) {
                           context_->allocate_pinned((2 * rows * k + grouping) * int64_t{sizeof(float)}));
   MOENAV_ASSIGN_OR_RETURN(b.input_staging,
                           context_->allocate_pinned(rows * (c.hidden + 1) * int64_t{sizeof(float)}));
+  if (weights_->experts != nullptr && weights_->experts->needs_host_rows()) {
+    MOENAV_ASSIGN_OR_RETURN(b.normed_staging, context_->allocate_pinned(rows * c.hidden * int64_t{sizeof(float)}));
+  }
   MOENAV_ASSIGN_OR_RETURN(b.routed_staging,
                           context_->allocate_pinned(2 * c.n_layers * rows * k * int64_t{sizeof(float)}));
   MOENAV_RETURN_IF_ERROR(floats(b.selected, rows * k, "selected experts"));
@@ -455,22 +458,25 @@ Status CudaDecoder::queue_step(std::span<const Segment> segments, int64_t n_rows
   float* hidden = b.hidden.as<float>();
   float* normed = b.normed.as<float>();
   float* block_output = b.block_output.as<float>();
-  const int64_t width = n_rows * c.hidden;
   const bool mla = c.attention == AttentionKind::Mla;
+  // Each block's residual add runs in the launch of the norm that follows it.
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const DeviceLayer& layer = weights_->layers[static_cast<size_t>(l)];
-    MOENAV_RETURN_IF_ERROR(cuda::rms_norm(context, hidden, layer.attn_norm, normed, n_rows, c.hidden, c.norm_eps));
+    MOENAV_RETURN_IF_ERROR(l == 0 ? cuda::rms_norm(context, hidden, layer.attn_norm, normed, n_rows, c.hidden,
+                                                   c.norm_eps)
+                                  : cuda::add_rms_norm(context, hidden, block_output, layer.attn_norm, normed,
+                                                       n_rows, c.hidden, c.norm_eps));
     MOENAV_RETURN_IF_ERROR(mla ? mla_attention(l, segments) : attention(l, segments));
-    MOENAV_RETURN_IF_ERROR(cuda::add(context, hidden, block_output, hidden, width));
-    MOENAV_RETURN_IF_ERROR(cuda::rms_norm(context, hidden, layer.ffn_norm, normed, n_rows, c.hidden, c.norm_eps));
+    MOENAV_RETURN_IF_ERROR(
+        cuda::add_rms_norm(context, hidden, block_output, layer.ffn_norm, normed, n_rows, c.hidden, c.norm_eps));
     if (c.is_moe_layer(l)) {
       MOENAV_RETURN_IF_ERROR(moe(l, n_rows, policy, observer, on_device));
     } else {
       MOENAV_RETURN_IF_ERROR(run_ffn(context, layer.dense, normed, n_rows, b.gate.as<float>(),
                                      b.up.as<float>(), block_output));
     }
-    MOENAV_RETURN_IF_ERROR(cuda::add(context, hidden, block_output, hidden, width));
   }
+  if (c.n_layers > 0) MOENAV_RETURN_IF_ERROR(cuda::add(context, hidden, block_output, hidden, n_rows * c.hidden));
 
   int64_t row = 0, out_row = 0;
   for (const Segment& segment : segments) {

@@ -18,9 +18,8 @@ Status CudaDecoder::attention(int64_t l, std::span<const Segment> segments) {
   float* q = b.q.as<float>();
   float* k = b.k_rows.as<float>();
   float* v = b.v.as<float>();
-  MOENAV_RETURN_IF_ERROR(cuda::matmul(context, layer.q, b.normed.as<float>(), n_rows, q));
-  MOENAV_RETURN_IF_ERROR(cuda::matmul(context, layer.k, b.normed.as<float>(), n_rows, k));
-  MOENAV_RETURN_IF_ERROR(cuda::matmul(context, layer.v, b.normed.as<float>(), n_rows, v));
+  const cuda::MatmulPart projections[] = {{layer.q, q}, {layer.k, k}, {layer.v, v}};
+  MOENAV_RETURN_IF_ERROR(cuda::matmul_parts(context, projections, 3, b.normed.as<float>(), n_rows));
   MOENAV_RETURN_IF_ERROR(cuda::add_bias(context, q, layer.q_bias, n_rows, c.q_dim()));
   MOENAV_RETURN_IF_ERROR(cuda::add_bias(context, k, layer.k_bias, n_rows, c.kv_dim()));
   MOENAV_RETURN_IF_ERROR(cuda::add_bias(context, v, layer.v_bias, n_rows, c.kv_dim()));
@@ -39,8 +38,7 @@ Status CudaDecoder::attention(int64_t l, std::span<const Segment> segments) {
   rope.neox = weights_->rope.style() == RopeStyle::Neox;
   rope.attention_factor = weights_->rope.attention_factor();
   rope.x = q, rope.n_heads = c.n_heads, rope.token_stride = c.q_dim();
-  MOENAV_RETURN_IF_ERROR(cuda::rope(context, rope));
-  rope.x = k, rope.n_heads = c.n_kv_heads, rope.token_stride = c.kv_dim();
+  rope.keys = k, rope.n_key_heads = c.n_kv_heads, rope.key_token_stride = c.kv_dim();
   MOENAV_RETURN_IF_ERROR(cuda::rope(context, rope));
 
   const float scale = c.attention_scale > 0.0f ? c.attention_scale
@@ -49,10 +47,9 @@ Status CudaDecoder::attention(int64_t l, std::span<const Segment> segments) {
   for (const Segment& segment : segments) {
     DeviceKvCache& cache = **segment.cache;
     const int32_t* positions = b.positions.as<int32_t>() + row;
-    MOENAV_RETURN_IF_ERROR(cuda::store_kv(context, k + row * c.kv_dim(), cache.keys_at(l, 0), c.kv_dim(),
-                                          positions, segment.n_tokens, cache.type));
-    MOENAV_RETURN_IF_ERROR(cuda::store_kv(context, v + row * c.kv_dim(), cache.values_at(l, 0), c.kv_dim(),
-                                          positions, segment.n_tokens, cache.type));
+    MOENAV_RETURN_IF_ERROR(cuda::store_kv(context, k + row * c.kv_dim(), cache.keys_at(l, 0), c.kv_dim(), positions,
+                                          segment.n_tokens, cache.type, v + row * c.kv_dim(),
+                                          cache.values_at(l, 0)));
     cuda::AttentionArgs args;
     args.queries = q + row * c.q_dim();
     args.keys = cache.keys_at(l, 0);

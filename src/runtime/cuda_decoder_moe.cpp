@@ -22,9 +22,9 @@ Status activate(cuda::Context& context, float* gate, const float* up, int64_t n,
 Status run_ffn(cuda::Context& context, const DeviceFfn& ffn, const float* input, int64_t n,
                float* gate, float* up, float* output, const Activation& activation) {
   const int64_t width = ffn.gate.rows;
-  MOENAV_RETURN_IF_ERROR(cuda::matmul(context, ffn.gate, input, n, gate));
+  const cuda::MatmulPart gate_up[] = {{ffn.gate, gate}, {ffn.up, up}};
+  MOENAV_RETURN_IF_ERROR(cuda::matmul_parts(context, gate_up, 2, input, n));
   MOENAV_RETURN_IF_ERROR(cuda::add_bias(context, gate, ffn.gate_bias, n, width));
-  MOENAV_RETURN_IF_ERROR(cuda::matmul(context, ffn.up, input, n, up));
   MOENAV_RETURN_IF_ERROR(cuda::add_bias(context, up, ffn.up_bias, n, width));
   MOENAV_RETURN_IF_ERROR(activate(context, gate, up, n * width, activation));
   MOENAV_RETURN_IF_ERROR(cuda::matmul(context, ffn.down, gate, n, output));
@@ -118,8 +118,15 @@ Status CudaDecoder::moe(int64_t l, int64_t n_rows, const RoutingPolicy& policy,
   Buffers& b = *buffers_;
   cuda::Context& context = *context_;
   const float* normed = b.normed.as<float>();
-  // Router logits come back to the host, where routing is selected exactly as on the CPU.
+  // Router logits come back to the host, where routing is selected exactly as on the CPU; the
+  // normed rows too when CPU misses or the prefetcher need them, queued before the logits'
+  // download so that its one wait for the compute stream covers both.
   MOENAV_RETURN_IF_ERROR(cuda::matmul(context, layer.router, normed, n_rows, b.router_logits.as<float>()));
+  DeviceExpertCache* cache = weights_->experts.get();
+  auto* host_normed = static_cast<float*>(b.normed_staging.data());
+  if (cache != nullptr && cache->needs_host_rows()) {
+    MOENAV_RETURN_IF_ERROR(context.download_pinned(host_normed, b.normed, n_rows * c.hidden * int64_t{sizeof(float)}));
+  }
   std::vector<float>& logits = b.host_router_logits;
   logits.resize(static_cast<size_t>(n_rows * c.n_experts));
   MOENAV_RETURN_IF_ERROR(context.download(logits.data(), b.router_logits,
@@ -128,12 +135,6 @@ Status CudaDecoder::moe(int64_t l, int64_t n_rows, const RoutingPolicy& policy,
     const float* bias = static_cast<const float*>(host_layer.router_bias.data);
     for (int64_t t = 0; t < n_rows; ++t)
       for (int64_t e = 0; e < c.n_experts; ++e) logits[static_cast<size_t>(t * c.n_experts + e)] += bias[e];
-  }
-  DeviceExpertCache* cache = weights_->experts.get();
-  if (cache != nullptr && cache->needs_host_rows()) {  // the stream is idle here: a cheap wait
-    b.host_normed.resize(static_cast<size_t>(n_rows * c.hidden));
-    MOENAV_RETURN_IF_ERROR(context.download(b.host_normed.data(), b.normed,
-                                            n_rows * c.hidden * int64_t{sizeof(float)}));
   }
   Routing routing;
   const int64_t k = policy.k_for_layer(l);
@@ -185,7 +186,7 @@ Status CudaDecoder::moe(int64_t l, int64_t n_rows, const RoutingPolicy& policy,
       top1.push_back(first_choice[static_cast<size_t>(e)]);
     }
     MOENAV_RETURN_IF_ERROR(cache->begin_layer(l, used, top1, n_rows, routing.experts, routing.k,
-                                              cache->needs_host_rows() ? b.host_normed.data() : nullptr));
+                                              cache->needs_host_rows() ? host_normed : nullptr));
   }
   struct CpuExpert {
     int64_t expert;
@@ -241,7 +242,7 @@ Status CudaDecoder::moe(int64_t l, int64_t n_rows, const RoutingPolicy& policy,
     const int64_t n = offsets[static_cast<size_t>(cpu.expert + 1)] - first;
     b.host_gathered.resize(static_cast<size_t>(n * c.hidden));
     for (int64_t r = 0; r < n; ++r) {
-      const float* row = b.host_normed.data() + b.host_routes[static_cast<size_t>(first + r)] * c.hidden;
+      const float* row = host_normed + b.host_routes[static_cast<size_t>(first + r)] * c.hidden;
       std::copy(row, row + c.hidden, b.host_gathered.begin() + r * c.hidden);
     }
     b.host_work.ffn_gate.resize(static_cast<size_t>(n * c.expert_ffn));

@@ -131,6 +131,8 @@ struct CudaDecoder::Buffers {
   // The step's input: [rows, hidden] embeddings, then [rows] positions, uploaded without a stream
   // wait. A step reuses it after the previous step's logit download, which waits for the stream.
   cuda::PinnedBuffer input_staging;
+  // Host routing with CPU misses or a prefetcher: the MoE layer's normed rows [rows, hidden].
+  cuda::PinnedBuffer normed_staging;
   std::vector<float> host_router_logits;   // [T, n_experts]
   std::vector<int32_t> host_positions;     // [T]
   std::vector<int32_t> host_routes;        // rows of each expert, experts one after another
@@ -140,9 +142,9 @@ struct CudaDecoder::Buffers {
   // MoE layer reuses it after its router-logit download, which waits for the stream, so the
   // previous layer's copies from it have run.
   cuda::PinnedBuffer route_staging;  // [rows * k] int32 routes, [rows * k] float weights, grouping
-  // Experts computed on the CPU (miss.policy cpu): the layer's normed rows, one expert's rows and
-  // output, and the FFN workspace.
-  std::vector<float> host_normed, host_gathered, host_output;
+  // Experts computed on the CPU (miss.policy cpu): one expert's rows and output, and the FFN
+  // workspace.
+  std::vector<float> host_gathered, host_output;
   Workspace host_work;
 };
 

@@ -87,7 +87,7 @@ class CudaMatmul : public CudaTest, public ::testing::WithParamInterface<MatmulC
 
 TEST_P(CudaMatmul, MatchesDequantizedReference) {
   const MatmulCase c = GetParam();
-  const int64_t rows = 72, cols = c.cols;  // 72 rows: a partial block of warps
+  const int64_t rows = 70, cols = c.cols;  // 70 rows: a partial block of the matvec's 4 rows
   const int64_t row_bytes = dtype_bytes(c.dtype, cols);
   std::vector<uint8_t> weight(static_cast<size_t>(rows * row_bytes));
   std::vector<float> dequantized(static_cast<size_t>(rows * cols));
@@ -132,6 +132,8 @@ std::vector<MatmulCase> matmul_cases() {
   for (DType dtype : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_K,
                       DType::Q5_K, DType::Q6_K}) {
     for (int64_t tokens : {1, 2, 3, 8}) cases.push_back({dtype, tokens, cuda::GemmPrecision::Bf16});
+    // 48 chunks: a matvec block's 128 threads take 32 chunks a step, then 16.
+    for (int64_t tokens : {1, 5}) cases.push_back({dtype, tokens, cuda::GemmPrecision::Bf16, 1536});
     for (cuda::GemmPrecision precision : {cuda::GemmPrecision::Bf16, cuda::GemmPrecision::F32})
       cases.push_back({dtype, 40, precision});
   }
@@ -143,6 +145,51 @@ std::vector<MatmulCase> matmul_cases() {
 }
 
 INSTANTIATE_TEST_SUITE_P(Formats, CudaMatmul, ::testing::ValuesIn(matmul_cases()));
+
+// Attention's q, k and v in one launch: each part's output as matmul alone gives it, bit for bit;
+// parts of different types or widths, and prefill's GEMMs, go one by one.
+TEST_F(CudaTest, MatmulPartsEqualSeparateMatmuls) {
+  struct Part {
+    DType dtype;
+    int64_t rows, cols;
+  };
+  const std::vector<std::vector<Part>> cases = {
+      {{DType::Q4_0, 70, 256}, {DType::Q4_0, 6, 256}, {DType::Q4_0, 33, 256}},  // one launch
+      {{DType::Q8_0, 9, 256}, {DType::Q4_0, 5, 256}},                           // types differ
+      {{DType::F32, 8, 64}, {DType::F32, 0, 64}, {DType::F32, 4, 64}},          // an empty part
+  };
+  for (const std::vector<Part>& parts : cases) {
+    for (int64_t tokens : {1, 3, 12}) {
+      const int64_t cols = parts[0].cols;
+      cuda::DeviceBuffer input = upload(random_floats(static_cast<size_t>(tokens * cols), 21));
+      std::vector<cuda::DeviceBuffer> weights, together, alone;
+      std::vector<cuda::MatmulPart> launch;
+      for (size_t p = 0; p < parts.size(); ++p) {
+        const Part& part = parts[p];
+        const int64_t row_bytes = dtype_bytes(part.dtype, cols);
+        std::vector<uint8_t> bytes(static_cast<size_t>(std::max<int64_t>(part.rows, 1) * row_bytes));
+        const std::vector<float> source = random_floats(static_cast<size_t>(part.rows * cols), 30 + p);
+        for (int64_t r = 0; r < part.rows; ++r) {
+          quant::quantize_row(part.dtype, source.data() + r * cols,
+                              bytes.data() + r * row_bytes, cols);
+        }
+        weights.push_back(upload(bytes));
+        together.push_back(upload(std::vector<float>(static_cast<size_t>(std::max<int64_t>(tokens * part.rows, 1)))));
+        alone.push_back(upload(std::vector<float>(static_cast<size_t>(std::max<int64_t>(tokens * part.rows, 1)))));
+        launch.push_back({{part.dtype, part.rows, cols, weights.back().data()}, together.back().as<float>()});
+      }
+      ASSERT_TRUE(cuda::matmul_parts(*context_, launch.data(), launch.size(), input.as<float>(), tokens).ok());
+      for (size_t p = 0; p < parts.size(); ++p) {
+        ASSERT_TRUE(cuda::matmul(*context_, launch[p].weight, input.as<float>(), tokens, alone[p].as<float>()).ok());
+        const auto n = static_cast<size_t>(tokens * parts[p].rows);
+        EXPECT_EQ(download<float>(together[p], n), download<float>(alone[p], n))
+            << "part " << p << " of " << parts.size() << ", " << tokens << " tokens";
+      }
+    }
+  }
+  const cuda::MatmulPart four[4] = {};
+  EXPECT_FALSE(cuda::matmul_parts(*context_, four, 4, nullptr, 1).ok());
+}
 
 TEST(CudaMatmulArguments, RejectsUnsupportedTypesAndPartialBlocks) {
   EXPECT_FALSE(cuda::matmul_supported(DType::Q2_K));
@@ -165,17 +212,36 @@ TEST_F(CudaTest, RmsNormMatchesCpu) {
   expect_close(download<float>(x, input.size()), expected, 1e-5f, "rms_norm in place");
 }
 
+TEST_F(CudaTest, AddRmsNormAddsTheResidualThenNorms) {
+  const int64_t rows = 3, dim = 4100;  // more elements than the block's threads, and ragged
+  const std::vector<float> hidden = random_floats(static_cast<size_t>(rows * dim), 5, 2.0f);
+  const std::vector<float> residual = random_floats(hidden.size(), 6, 2.0f);
+  const std::vector<float> weight = random_floats(static_cast<size_t>(dim), 7);
+  std::vector<float> sum(hidden.size()), expected(hidden.size());
+  for (size_t i = 0; i < sum.size(); ++i) sum[i] = hidden[i] + residual[i];
+  rms_norm(sum.data(), weight.data(), expected.data(), rows, dim, 1e-5f);
+  cuda::DeviceBuffer h = upload(hidden), r = upload(residual), w = upload(weight), out = upload(hidden);
+  ASSERT_TRUE(cuda::add_rms_norm(*context_, h.as<float>(), r.as<float>(), w.as<float>(), out.as<float>(), rows, dim,
+                                 1e-5f).ok());
+  EXPECT_EQ(download<float>(h, sum.size()), sum);  // the stream itself, exactly
+  expect_close(download<float>(out, expected.size()), expected, 1e-5f, "add_rms_norm");
+}
+
 TEST_F(CudaTest, RopeMatchesCpuInBothStylesAndPartialRotation) {
-  const int64_t tokens = 3, heads = 4, head_dim = 64;
+  const int64_t tokens = 3, heads = 4, key_heads = 2, head_dim = 64;  // keys rotated in the same launch
   const std::vector<int32_t> positions = {0, 7, 1000};
   for (RopeStyle style : {RopeStyle::Neox, RopeStyle::Interleaved}) {
     for (int64_t rotary : {head_dim, head_dim / 2}) {
       const Rope reference(rotary, 10000.0, style);
       std::vector<float> x = random_floats(static_cast<size_t>(tokens * heads * head_dim), 5);
+      std::vector<float> keys = random_floats(static_cast<size_t>(tokens * key_heads * head_dim), 6);
       cuda::DeviceBuffer device_x = upload(x), frequency = upload(reference.inverse_frequency());
-      cuda::DeviceBuffer device_positions = upload(positions);
-      for (int64_t t = 0; t < tokens; ++t)
-        reference.apply(x.data() + t * heads * head_dim, heads, head_dim, positions[static_cast<size_t>(t)]);
+      cuda::DeviceBuffer device_keys = upload(keys), device_positions = upload(positions);
+      for (int64_t t = 0; t < tokens; ++t) {
+        const int32_t position = positions[static_cast<size_t>(t)];
+        reference.apply(x.data() + t * heads * head_dim, heads, head_dim, position);
+        reference.apply(keys.data() + t * key_heads * head_dim, key_heads, head_dim, position);
+      }
       cuda::RopeArgs args;
       args.x = device_x.as<float>();
       args.n_tokens = tokens;
@@ -187,9 +253,14 @@ TEST_F(CudaTest, RopeMatchesCpuInBothStylesAndPartialRotation) {
       args.positions = device_positions.as<int32_t>();
       args.neox = style == RopeStyle::Neox;
       args.attention_factor = reference.attention_factor();
+      args.keys = device_keys.as<float>();
+      args.n_key_heads = key_heads;
+      args.key_token_stride = key_heads * head_dim;
       ASSERT_TRUE(cuda::rope(*context_, args).ok());
-      expect_close(download<float>(device_x, x.size()), x, 1e-5f,
-                   fmt::format("rope {} rotary {}", style == RopeStyle::Neox ? "neox" : "interleaved", rotary));
+      const std::string what =
+          fmt::format("rope {} rotary {}", style == RopeStyle::Neox ? "neox" : "interleaved", rotary);
+      expect_close(download<float>(device_x, x.size()), x, 1e-5f, what);
+      expect_close(download<float>(device_keys, keys.size()), keys, 1e-5f, what + " keys");
     }
   }
 }
@@ -287,6 +358,23 @@ TEST_F(CudaTest, KvStoresMatchTheCpuCache) {
     std::copy_n(values.begin() + static_cast<std::ptrdiff_t>(r * width), width,
                 placed.begin() + positions[r] * width);
   EXPECT_EQ(download<float>(*rows, placed.size()), placed);
+
+  // Keys and values in one launch, each to its own cache.
+  std::vector<float> other(values.size());
+  std::transform(values.begin(), values.end(), other.begin(), [](float v) { return -2.0f * v; });
+  cuda::DeviceBuffer value_source = upload(other);
+  auto value_rows = context_->allocate(5 * width * 4, "5-row value cache");
+  ASSERT_TRUE(value_rows.ok());
+  ASSERT_TRUE(context_->zero(rows->data(), 5 * width * 4).ok());
+  ASSERT_TRUE(context_->zero(value_rows->data(), 5 * width * 4).ok());
+  ASSERT_TRUE(cuda::store_kv(*context_, source.as<float>(), rows->data(), width, where.as<int32_t>(), 3, DType::F32,
+                             value_source.as<float>(), value_rows->data()).ok());
+  std::vector<float> placed_values(placed.size(), 0.0f);
+  for (size_t r = 0; r < positions.size(); ++r)
+    std::copy_n(other.begin() + static_cast<std::ptrdiff_t>(r * width), width,
+                placed_values.begin() + positions[r] * width);
+  EXPECT_EQ(download<float>(*rows, placed.size()), placed);
+  EXPECT_EQ(download<float>(*value_rows, placed_values.size()), placed_values);
 }
 
 TEST_F(CudaTest, GatherAndWeightedScatterMoveTheRightRows) {

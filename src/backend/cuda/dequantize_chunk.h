@@ -35,34 +35,49 @@ MOENAV_HOST_DEVICE inline float bf16_bits_to_float(uint16_t bits) {
 #endif
 }
 
-// w[0..32) = elements [32 * chunk, 32 * chunk + 32) of the row.
+// The 8 bytes at p, which is 2-byte aligned (the quantized blocks' qs): four 16-bit loads.
+MOENAV_HOST_DEVICE inline void load_8_bytes(const uint8_t* p, uint8_t (&out)[8]) {
+  const auto* halves = reinterpret_cast<const uint16_t*>(p);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const uint16_t v = halves[i];
+    out[2 * i] = static_cast<uint8_t>(v & 0xFF), out[2 * i + 1] = static_cast<uint8_t>(v >> 8);
+  }
+}
+
+// w[0..8) = elements [32 * chunk + 8 * quarter, + 8) of the row: the share of a chunk one of the
+// four threads that read it together takes (the decode kernels' block_dot).
 template <DType kType>
-MOENAV_HOST_DEVICE inline void dequantize_chunk(const uint8_t* row, int64_t chunk, float* w) {
+MOENAV_HOST_DEVICE inline void dequantize_quarter(const uint8_t* row, int64_t chunk, int quarter, float* w) {
+  const int first = 8 * quarter;  // within the chunk
   if constexpr (kType == DType::F32) {
-    const float4* p = reinterpret_cast<const float4*>(row) + chunk * 8;
+    const float4* p = reinterpret_cast<const float4*>(row) + chunk * 8 + 2 * quarter;
+    const float4 a = p[0], b = p[1];
+    w[0] = a.x, w[1] = a.y, w[2] = a.z, w[3] = a.w, w[4] = b.x, w[5] = b.y, w[6] = b.z, w[7] = b.w;
+  } else if constexpr (kType == DType::F16 || kType == DType::BF16) {
+    const uint4 bits = reinterpret_cast<const uint4*>(row)[chunk * 4 + quarter];  // 8 halves
+    const uint32_t words[4] = {bits.x, bits.y, bits.z, bits.w};
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
-      const float4 v = p[i];
-      w[4 * i] = v.x, w[4 * i + 1] = v.y, w[4 * i + 2] = v.z, w[4 * i + 3] = v.w;
+      const auto half = static_cast<uint16_t>(words[i / 2] >> (16 * (i % 2)));
+      w[i] = kType == DType::F16 ? half_bits_to_float(half) : bf16_bits_to_float(half);
     }
-  } else if constexpr (kType == DType::F16 || kType == DType::BF16) {
-    const uint16_t* p = reinterpret_cast<const uint16_t*>(row) + chunk * kChunk;
-#pragma unroll
-    for (int i = 0; i < kChunk; ++i)
-      w[i] = kType == DType::F16 ? half_bits_to_float(p[i]) : bf16_bits_to_float(p[i]);
   } else if constexpr (kType == DType::Q8_0) {
     const quant::BlockQ8_0& block = reinterpret_cast<const quant::BlockQ8_0*>(row)[chunk];
     const float d = half_bits_to_float(block.d);
+    uint8_t q[8];
+    load_8_bytes(reinterpret_cast<const uint8_t*>(block.qs) + first, q);
 #pragma unroll
-    for (int i = 0; i < kChunk; ++i) w[i] = d * block.qs[i];
+    for (int i = 0; i < 8; ++i) w[i] = d * static_cast<int8_t>(q[i]);
   } else if constexpr (kType == DType::Q4_0) {
+    // Element i < 16 is byte i's low nibble, element 16 + i its high one.
     const quant::BlockQ4_0& block = reinterpret_cast<const quant::BlockQ4_0*>(row)[chunk];
     const float d = half_bits_to_float(block.d);
+    uint8_t q[8];
+    load_8_bytes(block.qs + 8 * (quarter % 2), q);
+    const int shift = 4 * (quarter / 2);
 #pragma unroll
-    for (int i = 0; i < kChunk / 2; ++i) {
-      w[i] = d * ((block.qs[i] & 0xF) - 8);
-      w[i + 16] = d * ((block.qs[i] >> 4) - 8);
-    }
+    for (int i = 0; i < 8; ++i) w[i] = d * (((q[i] >> shift) & 0xF) - 8);
   } else if constexpr (kType == DType::Q4_K || kType == DType::Q5_K) {
     using Block = std::conditional_t<kType == DType::Q4_K, quant::BlockQ4_K, quant::BlockQ5_K>;
     const Block& block = reinterpret_cast<const Block*>(row)[chunk / 8];
@@ -71,29 +86,38 @@ MOENAV_HOST_DEVICE inline void dequantize_chunk(const uint8_t* row, int64_t chun
     quant::unpack_scale_min_k4(sub, block.scales, &scale, &min);
     const float d = half_bits_to_float(block.d) * scale;
     const float m = half_bits_to_float(block.dmin) * min;
-    const uint8_t* q = block.qs + 32 * (sub / 2);
+    uint8_t q[8];
+    load_8_bytes(block.qs + 32 * (sub / 2) + first, q);
     const int shift = 4 * (sub & 1);
 #pragma unroll
-    for (int l = 0; l < kChunk; ++l) {
-      int level = (q[l] >> shift) & 0xF;
-      if constexpr (kType == DType::Q5_K) level += ((block.qh[l] >> sub) & 1) << 4;
-      w[l] = d * level - m;
+    for (int i = 0; i < 8; ++i) {
+      int level = (q[i] >> shift) & 0xF;
+      if constexpr (kType == DType::Q5_K) level += ((block.qh[first + i] >> sub) & 1) << 4;
+      w[i] = d * level - m;
     }
   } else if constexpr (kType == DType::Q6_K) {
     const quant::BlockQ6_K& block = reinterpret_cast<const quant::BlockQ6_K*>(row)[chunk / 8];
     const int half = static_cast<int>(chunk % 8) / 4;  // which 128 elements
-    const int quarter = static_cast<int>(chunk % 4);   // which 32 of them
-    const uint8_t* ql = block.ql + 64 * half + 32 * (quarter & 1);
-    const uint8_t* qh = block.qh + 32 * half;
-    const int8_t* scales = block.scales + 8 * half + 2 * quarter;
-    const int low_shift = 4 * (quarter >> 1), high_shift = 2 * quarter;
+    const int group = static_cast<int>(chunk % 4);     // which 32 of them
+    uint8_t low[8], high[8];
+    load_8_bytes(block.ql + 64 * half + 32 * (group & 1) + first, low);
+    load_8_bytes(block.qh + 32 * half + first, high);
+    const int low_shift = 4 * (group >> 1), high_shift = 2 * group;
     const float d = half_bits_to_float(block.d);
+    const int8_t scale = block.scales[8 * half + 2 * group + quarter / 2];
 #pragma unroll
-    for (int l = 0; l < kChunk; ++l) {
-      const int level = (((ql[l] >> low_shift) & 0xF) | (((qh[l] >> high_shift) & 3) << 4)) - 32;
-      w[l] = d * scales[l / 16] * level;
+    for (int i = 0; i < 8; ++i) {
+      const int level = (((low[i] >> low_shift) & 0xF) | (((high[i] >> high_shift) & 3) << 4)) - 32;
+      w[i] = d * scale * level;
     }
   }
+}
+
+// w[0..32) = elements [32 * chunk, 32 * chunk + 32) of the row.
+template <DType kType>
+MOENAV_HOST_DEVICE inline void dequantize_chunk(const uint8_t* row, int64_t chunk, float* w) {
+#pragma unroll
+  for (int quarter = 0; quarter < 4; ++quarter) dequantize_quarter<kType>(row, chunk, quarter, w + 8 * quarter);
 }
 
 // run(std::integral_constant<DType, type>{}) for a weight type matmul_supported accepts (the

@@ -13,12 +13,24 @@ constexpr int kThreads = 256;
 unsigned blocks_for(int64_t n) { return static_cast<unsigned>(ceil_div(n, kThreads)); }
 
 // One block per row: the sum of squares reduced through shared memory, then the scaled row.
-__global__ void rms_norm_kernel(const float* input, const float* weight, float* output,
-                                int64_t dim, float eps) {
-  const float* x = input + blockIdx.x * dim;
-  float* y = output + blockIdx.x * dim;
+// One block per row. With a residual, the row is input + residual, stored to `sum` first.
+__global__ void rms_norm_kernel(const float* input, const float* residual, float* sum_out, const float* weight,
+                                float* output, int64_t dim, float eps) {
+  const int64_t offset = static_cast<int64_t>(blockIdx.x) * dim;
+  const float* x = input + offset;
+  float* y = output + offset;
   float sum = 0.0f;
-  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) sum += x[i] * x[i];
+  if (residual != nullptr) {  // each thread reads back only the elements it stored
+    float* stored = sum_out + offset;
+    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+      const float v = x[i] + residual[offset + i];
+      stored[i] = v;
+      sum += v * v;
+    }
+    x = stored;
+  } else {
+    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) sum += x[i] * x[i];
+  }
   __shared__ float partial[kThreads / 32];
   sum = warp_sum(sum);
   if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = sum;
@@ -36,15 +48,21 @@ __global__ void rms_norm_kernel(const float* input, const float* weight, float* 
 // One thread per (token, head, pair).
 __global__ void rope_kernel(RopeArgs args) {
   const int64_t half = args.rotary_dim / 2;
-  const int64_t index = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (index >= args.n_tokens * args.n_heads * half) return;
+  int64_t index = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  float* x = args.x;
+  int64_t n_heads = args.n_heads, token_stride = args.token_stride;
+  if (index >= args.n_tokens * n_heads * half) {  // the keys' pairs follow the queries'
+    index -= args.n_tokens * n_heads * half;
+    x = args.keys, n_heads = args.n_key_heads, token_stride = args.key_token_stride;
+    if (index >= args.n_tokens * n_heads * half) return;
+  }
   const int64_t i = index % half;
-  const int64_t head = (index / half) % args.n_heads;
-  const int64_t token = index / (half * args.n_heads);
+  const int64_t head = (index / half) % n_heads;
+  const int64_t token = index / (half * n_heads);
   const float angle = static_cast<float>(args.positions[token]) * args.inverse_frequency[i];
   const float cosine = cosf(angle) * args.attention_factor;
   const float sine = sinf(angle) * args.attention_factor;
-  float* h = args.x + token * args.token_stride + head * args.head_stride;
+  float* h = x + token * token_stride + head * args.head_stride;
   const int64_t first = args.neox ? i : 2 * i;
   const int64_t second = args.neox ? i + half : 2 * i + 1;
   const float a = h[first], b = h[second];
@@ -90,11 +108,14 @@ __device__ inline void store_element(float x, __half* to) {
   *to = __float2half_rn(x < -kHalfMax ? -kHalfMax : (x > kHalfMax ? kHalfMax : x));
 }
 
+// blockIdx.y 0: the keys, 1: the values.
 template <typename T>
-__global__ void store_kv_kernel(const float* source, T* cache, int64_t width, const int32_t* positions,
-                                int64_t n) {
+__global__ void store_kv_kernel(const float* keys, T* key_cache, const float* values, T* value_cache,
+                                int64_t width, const int32_t* positions, int64_t n) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
+  const float* source = blockIdx.y == 0 ? keys : values;
+  T* cache = blockIdx.y == 0 ? key_cache : value_cache;
   const int64_t row = i / width;
   store_element(source[i], cache + static_cast<int64_t>(positions[row]) * width + i % width);
 }
@@ -125,14 +146,22 @@ Status rms_norm(Context& context, const float* input, const float* weight, float
                 int64_t n_rows, int64_t dim, float eps) {
   if (n_rows <= 0) return ok_status();
   return launch("rms_norm", rms_norm_kernel, static_cast<unsigned>(n_rows), kThreads,
-                context.impl().stream, input, weight, output, dim, eps);
+                context.impl().stream, input, nullptr, nullptr, weight, output, dim, eps);
+}
+
+Status add_rms_norm(Context& context, float* hidden, const float* residual, const float* weight,
+                    float* output, int64_t n_rows, int64_t dim, float eps) {
+  if (n_rows <= 0) return ok_status();
+  return launch("add_rms_norm", rms_norm_kernel, static_cast<unsigned>(n_rows), kThreads,
+                context.impl().stream, hidden, residual, hidden, weight, output, dim, eps);
 }
 
 Status rope(Context& context, const RopeArgs& args) {
   if (args.rotary_dim % 2 != 0) {
     return Status::errorf("CUDA rope: rotary dim {} is odd", args.rotary_dim);
   }
-  const int64_t n = args.n_tokens * args.n_heads * (args.rotary_dim / 2);
+  const int64_t key_heads = args.keys == nullptr ? 0 : args.n_key_heads;
+  const int64_t n = args.n_tokens * (args.n_heads + key_heads) * (args.rotary_dim / 2);
   if (n <= 0) return ok_status();
   return launch("rope", rope_kernel, blocks_for(n), kThreads, context.impl().stream, args);
 }
@@ -173,20 +202,22 @@ Status copy_columns(Context& context, const float* source, int64_t source_stride
                 source, source_stride, destination, destination_stride, width, n);
 }
 
-Status store_kv(Context& context, const float* source, void* cache, int64_t width,
-                const int32_t* positions, int64_t n_rows, DType type) {
+Status store_kv(Context& context, const float* keys, void* key_cache, int64_t width,
+                const int32_t* positions, int64_t n_rows, DType type, const float* values,
+                void* value_cache) {
   if (type != DType::F32 && type != DType::F16) {
     return Status::errorf("CUDA store_kv: a {} KV cache (supported: f32, f16)", dtype_name(type));
   }
   const int64_t n = n_rows * width;
   if (n <= 0) return ok_status();
+  const dim3 grid(blocks_for(n), values != nullptr && value_cache != nullptr ? 2 : 1);
   cudaStream_t stream = context.impl().stream;
   if (type == DType::F32) {
-    return launch("store_kv", store_kv_kernel<float>, blocks_for(n), kThreads, stream, source,
-                  static_cast<float*>(cache), width, positions, n);
+    return launch("store_kv", store_kv_kernel<float>, grid, kThreads, stream, keys, static_cast<float*>(key_cache),
+                  values, static_cast<float*>(value_cache), width, positions, n);
   }
-  return launch("store_kv", store_kv_kernel<__half>, blocks_for(n), kThreads, stream, source,
-                static_cast<__half*>(cache), width, positions, n);
+  return launch("store_kv", store_kv_kernel<__half>, grid, kThreads, stream, keys, static_cast<__half*>(key_cache),
+                values, static_cast<__half*>(value_cache), width, positions, n);
 }
 
 Status add(Context& context, const float* a, const float* b, float* output, int64_t n) {

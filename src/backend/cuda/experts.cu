@@ -2,55 +2,46 @@
 // pair in one launch per projection, each pair reading its expert's matrices through a device
 // table (no trip to the host for the selection), then a combine in the CPU's slot order.
 //
-// One warp per (weight row, pair) dequantizes the row in chunks of 32 (lane i takes chunks i,
-// i + 32, ...) as matmul's matvec does; the gate and up rows of a pair share the warp, which
-// applies the activation, so the FFN's first half is one kernel.
+// A block per (few weight rows, pair) dots the rows with the pair's input (block_dot), as
+// matmul's matvec does; two gate and two up rows of a pair share the block, which applies the
+// activation, so the FFN's first half is one kernel.
+#include "backend/cuda/block_dot.h"
 #include "backend/cuda/cuda_internal.h"
-#include "backend/cuda/dequantize_chunk.h"
 #include "backend/cuda_ops.h"
 
 namespace moenav::cuda {
 namespace {
 
-constexpr int kWarpsPerBlock = 4;
-
-template <DType kType>
-__device__ inline float row_dot(const uint8_t* row, const float* x, int64_t cols, int lane) {
-  float w[kChunk];
-  float acc = 0.0f;
-  for (int64_t chunk = lane; chunk < cols / kChunk; chunk += 32) {
-    dequantize_chunk<kType>(row, chunk, w);
-    const float4* v4 = reinterpret_cast<const float4*>(x + chunk * kChunk);
-    float sum = 0.0f;
-#pragma unroll
-    for (int i = 0; i < kChunk / 4; ++i) {
-      const float4 v = __ldg(v4 + i);
-      sum += w[4 * i] * v.x + w[4 * i + 1] * v.y + w[4 * i + 2] * v.z + w[4 * i + 3] * v.w;
-    }
-    acc += sum;
-  }
-  return warp_sum(acc);
-}
+template <bool kGlu>
+constexpr int kBlockRowsOf = kGlu ? 2 : 4;  // weight rows of one matrix a block takes
 
 // output[pair, row] = first[e] row . x + bias, or act(first[e] row . x + bias, second[e] row . x +
-// bias) with kGlu; e = selected[pair], x = input + (pair / input_share) * cols.
+// bias) with kGlu; e = selected[pair], x = input + (pair / input_share) * cols. A block takes
+// kBlockRowsOf<kGlu> rows: four of one matrix, or two of each with kGlu.
 template <DType kType, bool kGlu>
 __global__ void selected_matvec_kernel(ProjectionTables tables, const int32_t* selected, int64_t row_bytes,
                                        int64_t rows, int64_t cols, const float* input, int64_t input_share,
                                        GluArgs glu, float* output) {
-  const int lane = threadIdx.x % 32;
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
+  constexpr int kStreams = 4, kBlockRows = kBlockRowsOf<kGlu>;
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * kBlockRows;
   const int64_t pair = blockIdx.y;
-  if (row >= rows) return;  // whole warps leave together
   const int32_t expert = selected[pair];
   const float* x = input + (pair / input_share) * cols;
-  const uint8_t* first = static_cast<const uint8_t*>(tables.first[expert]) + row * row_bytes;
-  float value = row_dot<kType>(first, x, cols, lane) + bias_of(tables.first_bias, expert, row);
-  if constexpr (kGlu) {
-    const uint8_t* second = static_cast<const uint8_t*>(tables.second[expert]) + row * row_bytes;
-    value = glu_activate(value, row_dot<kType>(second, x, cols, lane) + bias_of(tables.second_bias, expert, row), glu);
+  const uint8_t* row_data[kStreams];
+#pragma unroll
+  for (int r = 0; r < kStreams; ++r) {
+    const void* matrix = !kGlu || r < kBlockRows ? tables.first[expert] : tables.second[expert];
+    row_data[r] = static_cast<const uint8_t*>(matrix) + min(first + r % kBlockRows, rows - 1) * row_bytes;
   }
-  if (lane == 0) output[pair * rows + row] = value;
+  const float* totals = block_dot<kType, kStreams, 1>(row_data, cols, x, 1);
+  const int i = static_cast<int>(threadIdx.x);
+  const int64_t row = first + i;
+  if (i >= kBlockRows || row >= rows) return;
+  float value = totals[i] + bias_of(tables.first_bias, expert, row);
+  if constexpr (kGlu) {
+    value = glu_activate(value, totals[kBlockRows + i] + bias_of(tables.second_bias, expert, row), glu);
+  }
+  output[pair * rows + row] = value;
 }
 
 // One block per token: output[t, i] = sum over slots, in order, of weight * pair_output[p, i],
@@ -74,10 +65,11 @@ Status launch_selected(Context& context, const DeviceWeight& shape, const Projec
                        float* output) {
   if (experts.n_pairs <= 0 || shape.rows <= 0) return ok_status();
   if (experts.n_pairs > 65535) return Status::errorf("CUDA selected experts: {} pairs (at most 65535)", experts.n_pairs);
-  const dim3 grid(static_cast<unsigned>(ceil_div(shape.rows, kWarpsPerBlock)), static_cast<unsigned>(experts.n_pairs));
+  const dim3 grid(static_cast<unsigned>(ceil_div(shape.rows, kBlockRowsOf<kGlu>)),
+                  static_cast<unsigned>(experts.n_pairs));
   return with_weight_type(shape.dtype, [&](auto type) {
     return launch("selected experts", selected_matvec_kernel<decltype(type)::value, kGlu>, grid,
-                  dim3(32 * kWarpsPerBlock), context.impl().stream, tables, experts.selected, shape.row_bytes(),
+                  dim3(kDotThreads), context.impl().stream, tables, experts.selected, shape.row_bytes(),
                   shape.rows, shape.cols, input, input_share, glu, output);
   });
 }

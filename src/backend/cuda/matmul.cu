@@ -4,13 +4,14 @@
 //
 // Plain rows of a width that is not whole chunks take a simpler warp-per-(row, token) kernel.
 //
-// Decode (T <= kMatvecMaxTokens): one warp per weight row, lane i takes chunks i, i + 32, ...,
-// each chunk is dequantized once and dotted with all T token rows; the bound is the weight bytes
-// over HBM bandwidth. Prefill: the weight is dequantized slice by slice into scratch (bf16, or
+// Decode (T <= kMatvecMaxTokens): a block of 128 threads per 4 weight rows (block_dot), each
+// chunk dequantized once and dotted with all T token rows; the bound is the weight bytes over
+// HBM bandwidth. Prefill: the weight is dequantized slice by slice into scratch (bf16, or
 // f32 at GemmPrecision::F32) and multiplied with cuBLAS, f32 accumulation.
 #include <algorithm>
 #include <type_traits>
 
+#include "backend/cuda/block_dot.h"
 #include "backend/cuda/cuda_internal.h"
 #include "backend/cuda/dequantize_chunk.h"
 #include "backend/cuda_ops.h"
@@ -18,38 +19,36 @@
 namespace moenav::cuda {
 namespace {
 
-constexpr int kWarpsPerBlock = 4;
+constexpr int kWarpsPerBlock = 4;  // the ragged kernel's
+constexpr int kMatvecRows = 4;     // weight rows a matvec block takes
 constexpr int64_t kSliceBytes = int64_t{64} << 20;  // dequantized weight per GEMM slice
 
+// Up to kMaxMatmulParts weights of one type and width multiplied by the same input in one
+// launch: part p's blocks are [first_block[p], first_block[p + 1]).
+struct MatvecParts {
+  const uint8_t* weight[kMaxMatmulParts] = {};
+  float* output[kMaxMatmulParts] = {};
+  int64_t rows[kMaxMatmulParts] = {};
+  int64_t first_block[kMaxMatmulParts + 1] = {};
+};
+
+// Rows [kMatvecRows * b, + kMatvecRows) of a part's output[t, row] = weight row . input[t], b
+// the block's index within its part.
 template <DType kType, int kTokens>
-__global__ void matvec_kernel(const uint8_t* weight, int64_t row_bytes, int64_t rows,
-                              int64_t cols, const float* input, int n_tokens, float* output) {
-  const int lane = threadIdx.x % 32;
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
-  if (row >= rows) return;  // whole warps leave together
-  const uint8_t* weight_row = weight + row * row_bytes;
-  float acc[kTokens] = {};
-  float w[kChunk];
-  for (int64_t chunk = lane; chunk < cols / kChunk; chunk += 32) {
-    dequantize_chunk<kType>(weight_row, chunk, w);
+__global__ void matvec_kernel(MatvecParts parts, int64_t row_bytes, int64_t cols, const float* input,
+                              int n_tokens) {
+  int part = 0;
+  while (part + 1 < static_cast<int>(kMaxMatmulParts) && blockIdx.x >= parts.first_block[part + 1]) ++part;
+  const int64_t rows = parts.rows[part];
+  const int64_t first = (blockIdx.x - parts.first_block[part]) * kMatvecRows;
+  const uint8_t* row_data[kMatvecRows];
 #pragma unroll
-    for (int t = 0; t < kTokens; ++t) {
-      if (t >= n_tokens) break;
-      const float4* x = reinterpret_cast<const float4*>(input + t * cols + chunk * kChunk);
-      float sum = 0.0f;
-#pragma unroll
-      for (int i = 0; i < kChunk / 4; ++i) {
-        const float4 v = __ldg(x + i);
-        sum += w[4 * i] * v.x + w[4 * i + 1] * v.y + w[4 * i + 2] * v.z + w[4 * i + 3] * v.w;
-      }
-      acc[t] += sum;
-    }
-  }
-#pragma unroll
-  for (int t = 0; t < kTokens; ++t) {
-    const float total = warp_sum(acc[t]);
-    if (lane == 0 && t < n_tokens) output[t * rows + row] = total;
-  }
+  for (int r = 0; r < kMatvecRows; ++r) row_data[r] = parts.weight[part] + min(first + r, rows - 1) * row_bytes;
+  const float* totals = block_dot<kType, kMatvecRows, kTokens>(row_data, cols, input, n_tokens);
+  const int i = static_cast<int>(threadIdx.x);
+  const int64_t row = first + i / kTokens;
+  const int t = i % kTokens;
+  if (i < kMatvecRows * kTokens && row < rows && t < n_tokens) parts.output[part][t * rows + row] = totals[i];
 }
 
 // Plain (f32, f16, bf16) rows whose width is not whole chunks (MLA's per-head matrices of small
@@ -105,24 +104,40 @@ __global__ void to_bf16_kernel(const float* in, __nv_bfloat16* out, int64_t n) {
   if (i < n) out[i] = __float2bfloat16_rn(in[i]);
 }
 
+// The parts share the first's type and width (matmul_parts checks).
 template <DType kType>
-Status launch_matvec(Context& context, const DeviceWeight& weight, const float* input,
-                     int64_t n_tokens, float* output) {
-  const dim3 grid(static_cast<unsigned>(ceil_div(weight.rows, kWarpsPerBlock)));
-  const dim3 block(32 * kWarpsPerBlock);
+Status launch_matvec(Context& context, const MatmulPart* parts, size_t n_parts, const float* input,
+                     int64_t n_tokens) {
   cudaStream_t stream = context.impl().stream;
-  const auto* data = static_cast<const uint8_t*>(weight.data);
+  const DeviceWeight& shape = parts[0].weight;
   if constexpr (is_plain(kType)) {
-    if (weight.cols % kChunk != 0) {
-      const dim3 ragged_grid(grid.x, static_cast<unsigned>(std::min<int64_t>(n_tokens, 65535)));
-      return launch("ragged matvec", ragged_matvec_kernel<kType>, ragged_grid, block, stream, data,
-                    weight.rows, weight.cols, input, n_tokens, output);
+    if (shape.cols % kChunk != 0) {  // one part (matmul_parts runs ragged rows one by one)
+      if (shape.rows <= 0) return ok_status();
+      const dim3 ragged_grid(static_cast<unsigned>(ceil_div(shape.rows, kWarpsPerBlock)),
+                             static_cast<unsigned>(std::min<int64_t>(n_tokens, 65535)));
+      return launch("ragged matvec", ragged_matvec_kernel<kType>, ragged_grid,
+                    dim3(32 * kWarpsPerBlock), stream, static_cast<const uint8_t*>(shape.data),
+                    shape.rows, shape.cols, input, n_tokens, parts[0].output);
     }
   }
+  MatvecParts args;
+  size_t n = 0;
+  for (size_t p = 0; p < n_parts; ++p) {
+    const DeviceWeight& weight = parts[p].weight;
+    if (weight.rows <= 0) continue;
+    args.weight[n] = static_cast<const uint8_t*>(weight.data);
+    args.output[n] = parts[p].output;
+    args.rows[n] = weight.rows;
+    args.first_block[n + 1] = args.first_block[n] + ceil_div(weight.rows, kMatvecRows);
+    ++n;
+  }
+  if (n == 0) return ok_status();
+  for (size_t p = n; p < kMaxMatmulParts; ++p) args.first_block[p + 1] = args.first_block[p];
   const int tokens = static_cast<int>(n_tokens);
+  const dim3 grid(static_cast<unsigned>(args.first_block[kMaxMatmulParts]));
   auto run = [&](auto kernel) {
-    return launch("matvec", kernel, grid, block, stream, data, weight.row_bytes(),
-                  weight.rows, weight.cols, input, tokens, output);
+    return launch("matvec", kernel, grid, dim3(kDotThreads), stream, args, shape.row_bytes(), shape.cols, input,
+                  tokens);
   };
   if (n_tokens == 1) return run(matvec_kernel<kType, 1>);
   if (n_tokens == 2) return run(matvec_kernel<kType, 2>);
@@ -183,15 +198,6 @@ Status launch_gemm(Context& context, const DeviceWeight& weight, const float* in
   return ok_status();
 }
 
-template <DType kType>
-Status dispatch(Context& context, const DeviceWeight& weight, const float* input,
-                int64_t n_tokens, float* output) {
-  const bool ragged = weight.cols % kChunk != 0;  // plain rows only (check_weight)
-  return n_tokens <= kMatvecMaxTokens || ragged
-             ? launch_matvec<kType>(context, weight, input, n_tokens, output)
-             : launch_gemm<kType>(context, weight, input, n_tokens, output);
-}
-
 Status check_weight(const DeviceWeight& weight) {
   if (!matmul_supported(weight.dtype)) {
     return Status::errorf("CUDA matmul: weight type {} is not supported", dtype_name(weight.dtype));
@@ -207,10 +213,39 @@ Status check_weight(const DeviceWeight& weight) {
 
 Status matmul(Context& context, const DeviceWeight& weight, const float* input, int64_t n_tokens,
               float* output) {
-  MOENAV_RETURN_IF_ERROR(check_weight(weight));
-  if (n_tokens <= 0 || weight.rows <= 0) return ok_status();
-  return with_weight_type(weight.dtype, [&](auto type) {
-    return dispatch<decltype(type)::value>(context, weight, input, n_tokens, output);
+  const MatmulPart part{weight, output};
+  return matmul_parts(context, &part, 1, input, n_tokens);
+}
+
+Status matmul_parts(Context& context, const MatmulPart* parts, size_t n_parts, const float* input,
+                    int64_t n_tokens) {
+  if (n_parts == 0) return ok_status();
+  if (n_parts > kMaxMatmulParts) {
+    return Status::errorf("CUDA matmul: {} parts in one launch (at most {})", n_parts, kMaxMatmulParts);
+  }
+  const DeviceWeight& first = parts[0].weight;
+  const MatmulPart* end = parts + n_parts;
+  for (const MatmulPart* part = parts; part != end; ++part) MOENAV_RETURN_IF_ERROR(check_weight(part->weight));
+  const bool ragged = first.cols % kChunk != 0;  // plain rows only (check_weight)
+  const bool one_launch = n_tokens <= kMatvecMaxTokens && !ragged &&
+                          std::all_of(parts, end, [&](const MatmulPart& part) {
+                            return part.weight.dtype == first.dtype && part.weight.cols == first.cols;
+                          });
+  if (n_tokens <= 0) return ok_status();
+  if (!one_launch) {  // prefill's GEMMs, ragged rows, or parts that differ: one by one
+    for (const MatmulPart* part = parts; part != end; ++part) {
+      if (part->weight.rows <= 0) continue;
+      MOENAV_RETURN_IF_ERROR(with_weight_type(part->weight.dtype, [&](auto type) {
+        constexpr DType kType = decltype(type)::value;
+        return n_tokens <= kMatvecMaxTokens || part->weight.cols % kChunk != 0
+                   ? launch_matvec<kType>(context, part, 1, input, n_tokens)
+                   : launch_gemm<kType>(context, part->weight, input, n_tokens, part->output);
+      }));
+    }
+    return ok_status();
+  }
+  return with_weight_type(first.dtype, [&](auto type) {
+    return launch_matvec<decltype(type)::value>(context, parts, n_parts, input, n_tokens);
   });
 }
 
