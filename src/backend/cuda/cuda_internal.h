@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstring>
 #include <utility>
 #include <vector>
 
@@ -68,6 +69,17 @@ constexpr unsigned kFullMask = 0xffffffffu;
 __device__ inline float warp_sum(float value) {
   for (int offset = 16; offset > 0; offset >>= 1) value += __shfl_xor_sync(kFullMask, value, offset);
   return value;
+}
+
+// Eight floats as eight bf16 (round to nearest even) in one 16-byte word, element 0 lowest.
+__device__ inline uint4 pack_bf16x8(const float* w) {
+  uint32_t words[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const __nv_bfloat162 pair = __floats2bfloat162_rn(w[2 * i], w[2 * i + 1]);
+    std::memcpy(&words[i], &pair, sizeof(uint32_t));
+  }
+  return uint4{words[0], words[1], words[2], words[3]};
 }
 
 __device__ inline float warp_max(float value) {

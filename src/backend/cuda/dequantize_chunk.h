@@ -24,23 +24,38 @@ MOENAV_HOST_DEVICE inline float half_bits_to_float(uint16_t bits) {
   return __half2float(__ushort_as_half(bits));
 }
 
-MOENAV_HOST_DEVICE inline float bf16_bits_to_float(uint16_t bits) {
-  const uint32_t widened = static_cast<uint32_t>(bits) << 16;
+MOENAV_HOST_DEVICE inline float bits_to_float(uint32_t bits) {
 #ifdef __CUDA_ARCH__
-  return __uint_as_float(widened);
+  return __uint_as_float(bits);
 #else
   float value;
-  std::memcpy(&value, &widened, sizeof(value));
+  std::memcpy(&value, &bits, sizeof(value));
   return value;
 #endif
 }
 
-// The 8 bytes at p, which is 2-byte aligned (the quantized blocks' qs): four 16-bit loads.
+MOENAV_HOST_DEVICE inline float bf16_bits_to_float(uint16_t bits) {
+  return bits_to_float(static_cast<uint32_t>(bits) << 16);
+}
+
+// level - offset as a float, exactly (level < 2^22, offset a small integer), without an
+// int-to-float conversion, which the GPU issues at a quarter of the FP32 rate or less: level
+// is the low mantissa of 2^23 + level, and the subtraction of two exact floats is exact.
+MOENAV_HOST_DEVICE inline float level_minus(uint32_t level, float offset) {
+  return bits_to_float(0x4B000000u | level) - (8388608.0f + offset);
+}
+
+// The 8 bytes at p, which is 2-byte aligned (the quantized blocks' qs): four 16-bit loads,
+// through the read-only data path on the GPU.
 MOENAV_HOST_DEVICE inline void load_8_bytes(const uint8_t* p, uint8_t (&out)[8]) {
-  const auto* halves = reinterpret_cast<const uint16_t*>(p);
+  const auto* halves = reinterpret_cast<const unsigned short*>(p);
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    const uint16_t v = halves[i];
+#ifdef __CUDA_ARCH__
+    const unsigned short v = __ldg(halves + i);
+#else
+    const unsigned short v = halves[i];
+#endif
     out[2 * i] = static_cast<uint8_t>(v & 0xFF), out[2 * i + 1] = static_cast<uint8_t>(v >> 8);
   }
 }
@@ -68,7 +83,7 @@ MOENAV_HOST_DEVICE inline void dequantize_quarter(const uint8_t* row, int64_t ch
     uint8_t q[8];
     load_8_bytes(reinterpret_cast<const uint8_t*>(block.qs) + first, q);
 #pragma unroll
-    for (int i = 0; i < 8; ++i) w[i] = d * static_cast<int8_t>(q[i]);
+    for (int i = 0; i < 8; ++i) w[i] = d * level_minus(q[i] ^ 0x80u, 128.0f);  // int8 as level - 128
   } else if constexpr (kType == DType::Q4_0) {
     // Element i < 16 is byte i's low nibble, element 16 + i its high one.
     const quant::BlockQ4_0& block = reinterpret_cast<const quant::BlockQ4_0*>(row)[chunk];
@@ -77,7 +92,7 @@ MOENAV_HOST_DEVICE inline void dequantize_quarter(const uint8_t* row, int64_t ch
     load_8_bytes(block.qs + 8 * (quarter % 2), q);
     const int shift = 4 * (quarter / 2);
 #pragma unroll
-    for (int i = 0; i < 8; ++i) w[i] = d * (((q[i] >> shift) & 0xF) - 8);
+    for (int i = 0; i < 8; ++i) w[i] = d * level_minus((q[i] >> shift) & 0xFu, 8.0f);
   } else if constexpr (kType == DType::Q4_K || kType == DType::Q5_K) {
     using Block = std::conditional_t<kType == DType::Q4_K, quant::BlockQ4_K, quant::BlockQ5_K>;
     const Block& block = reinterpret_cast<const Block*>(row)[chunk / 8];
@@ -91,9 +106,9 @@ MOENAV_HOST_DEVICE inline void dequantize_quarter(const uint8_t* row, int64_t ch
     const int shift = 4 * (sub & 1);
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
-      int level = (q[i] >> shift) & 0xF;
-      if constexpr (kType == DType::Q5_K) level += ((block.qh[first + i] >> sub) & 1) << 4;
-      w[i] = d * level - m;
+      uint32_t level = (q[i] >> shift) & 0xFu;
+      if constexpr (kType == DType::Q5_K) level |= ((block.qh[first + i] >> sub) & 1u) << 4;
+      w[i] = d * level_minus(level, 0.0f) - m;
     }
   } else if constexpr (kType == DType::Q6_K) {
     const quant::BlockQ6_K& block = reinterpret_cast<const quant::BlockQ6_K*>(row)[chunk / 8];
@@ -107,8 +122,8 @@ MOENAV_HOST_DEVICE inline void dequantize_quarter(const uint8_t* row, int64_t ch
     const int8_t scale = block.scales[8 * half + 2 * group + quarter / 2];
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
-      const int level = (((low[i] >> low_shift) & 0xF) | (((high[i] >> high_shift) & 3) << 4)) - 32;
-      w[i] = d * scale * level;
+      const uint32_t level = ((low[i] >> low_shift) & 0xFu) | (((high[i] >> high_shift) & 3u) << 4);
+      w[i] = d * scale * level_minus(level, 32.0f);
     }
   }
 }

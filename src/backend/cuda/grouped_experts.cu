@@ -65,9 +65,8 @@ __global__ void grouped_kernel(ProjectionTables tables, const int32_t* group_exp
   const RowTile tile = find_row_tile(group_first, n_groups, blockIdx.y);
   if (tile.group < 0) return;  // the whole block leaves
   const int32_t expert = group_experts[tile.group];
-  const uint8_t* weights[kMatrices];
-  weights[0] = static_cast<const uint8_t*>(tables.first[expert]);
-  if constexpr (kGlu) weights[1] = static_cast<const uint8_t*>(tables.second[expert]);
+  const auto* first = static_cast<const uint8_t*>(tables.first[expert]);
+  const auto* second = kGlu ? static_cast<const uint8_t*>(tables.second[expert]) : first;
   const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kTileCols;
   const int thread = static_cast<int>(threadIdx.x), warp = thread / 32;
   const int warp_row = 32 * (warp / 2), warp_col = 32 * (warp % 2);
@@ -82,13 +81,13 @@ __global__ void grouped_kernel(ProjectionTables tables, const int32_t* group_exp
       const int m = thread / kTileCols, r = thread % kTileCols;
       float w[kChunk];
       if (n0 + r < rows) {
-        dequantize_chunk<kType>(weights[m] + (n0 + r) * row_bytes, chunk, w);
+        dequantize_chunk<kType>((m == 0 ? first : second) + (n0 + r) * row_bytes, chunk, w);
       } else {
         for (float& v : w) v = 0.0f;
       }
-      __nv_bfloat16* to = tiles.in.w[m] + r * kStride;
+      uint4* to = reinterpret_cast<uint4*>(tiles.in.w[m] + r * kStride);
 #pragma unroll
-      for (int i = 0; i < kChunk; ++i) to[i] = __float2bfloat16_rn(w[i]);
+      for (int i = 0; i < kChunk / 8; ++i) to[i] = pack_bf16x8(w + 8 * i);
     }
     {  // half a pair row's chunk (16 bf16, two 16-byte words) per thread
       const int r = thread / 2, half = thread % 2;

@@ -37,18 +37,25 @@ struct MatvecParts {
 template <DType kType, int kTokens>
 __global__ void matvec_kernel(MatvecParts parts, int64_t row_bytes, int64_t cols, const float* input,
                               int n_tokens) {
-  int part = 0;
-  while (part + 1 < static_cast<int>(kMaxMatmulParts) && blockIdx.x >= parts.first_block[part + 1]) ++part;
-  const int64_t rows = parts.rows[part];
-  const int64_t first = (blockIdx.x - parts.first_block[part]) * kMatvecRows;
+  // The block's part, by constant indices only (a dynamic one would copy `parts` to local memory).
+  const uint8_t* weight = parts.weight[0];
+  float* output = parts.output[0];
+  int64_t rows = parts.rows[0], first_block = 0;
+#pragma unroll
+  for (size_t p = 1; p < kMaxMatmulParts; ++p) {
+    if (blockIdx.x >= parts.first_block[p]) {
+      weight = parts.weight[p], output = parts.output[p], rows = parts.rows[p], first_block = parts.first_block[p];
+    }
+  }
+  const int64_t first = (blockIdx.x - first_block) * kMatvecRows;
   const uint8_t* row_data[kMatvecRows];
 #pragma unroll
-  for (int r = 0; r < kMatvecRows; ++r) row_data[r] = parts.weight[part] + min(first + r, rows - 1) * row_bytes;
+  for (int r = 0; r < kMatvecRows; ++r) row_data[r] = weight + min(first + r, rows - 1) * row_bytes;
   const float* totals = block_dot<kType, kMatvecRows, kTokens>(row_data, cols, input, n_tokens);
   const int i = static_cast<int>(threadIdx.x);
   const int64_t row = first + i / kTokens;
   const int t = i % kTokens;
-  if (i < kMatvecRows * kTokens && row < rows && t < n_tokens) parts.output[part][t * rows + row] = totals[i];
+  if (i < kMatvecRows * kTokens && row < rows && t < n_tokens) output[t * rows + row] = totals[i];
 }
 
 // Plain (f32, f16, bf16) rows whose width is not whole chunks (MLA's per-head matrices of small
@@ -78,24 +85,23 @@ __global__ void ragged_matvec_kernel(const uint8_t* weight, int64_t rows, int64_
 
 constexpr bool is_plain(DType type) { return type == DType::F32 || type == DType::F16 || type == DType::BF16; }
 
-// out[r, :] for rows [0, n_rows) of `weight`, as Out (float or bf16); one thread per chunk.
+// out[r, :] for rows [0, n_rows) of `weight`, as Out (float or bf16); one thread per quarter
+// chunk, consecutive threads writing consecutive 16 or 32 bytes.
 template <DType kType, typename Out>
 __global__ void dequantize_kernel(const uint8_t* weight, int64_t row_bytes, int64_t n_rows,
                                   int64_t cols, Out* out) {
-  const int64_t chunks_per_row = cols / kChunk;
+  const int64_t quarters_per_row = cols / kChunk * 4;
   const int64_t index = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (index >= n_rows * chunks_per_row) return;
-  const int64_t row = index / chunks_per_row, chunk = index % chunks_per_row;
-  float w[kChunk];
-  dequantize_chunk<kType>(weight + row * row_bytes, chunk, w);
-  Out* y = out + row * cols + chunk * kChunk;
-#pragma unroll
-  for (int i = 0; i < kChunk; ++i) {
-    if constexpr (std::is_same_v<Out, float>) {
-      y[i] = w[i];
-    } else {
-      y[i] = __float2bfloat16_rn(w[i]);
-    }
+  if (index >= n_rows * quarters_per_row) return;
+  const int64_t row = index / quarters_per_row, quarter = index % quarters_per_row;
+  float w[8];
+  dequantize_quarter<kType>(weight + row * row_bytes, quarter / 4, static_cast<int>(quarter % 4), w);
+  Out* y = out + row * cols + quarter * 8;
+  if constexpr (std::is_same_v<Out, float>) {
+    reinterpret_cast<float4*>(y)[0] = float4{w[0], w[1], w[2], w[3]};
+    reinterpret_cast<float4*>(y)[1] = float4{w[4], w[5], w[6], w[7]};
+  } else {
+    *reinterpret_cast<uint4*>(y) = pack_bf16x8(w);
   }
 }
 
@@ -175,7 +181,7 @@ Status launch_gemm(Context& context, const DeviceWeight& weight, const float* in
     const int64_t n_rows = std::min(slice_rows, weight.rows - first);
     const void* a = data + first * weight.row_bytes();
     if (!in_place) {
-      const int64_t threads = n_rows * (weight.cols / kChunk);
+      const int64_t threads = n_rows * (weight.cols / kChunk) * 4;
       const unsigned blocks = static_cast<unsigned>(ceil_div(threads, 256));
       const uint8_t* rows = data + first * weight.row_bytes();
       MOENAV_RETURN_IF_ERROR(

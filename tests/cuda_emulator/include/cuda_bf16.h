@@ -24,3 +24,11 @@ inline float __bfloat162float(__nv_bfloat16 value) {
   std::memcpy(&result, &bits, sizeof(result));
   return result;
 }
+
+struct __nv_bfloat162 {
+  __nv_bfloat16 x, y;
+};
+
+inline __nv_bfloat162 __floats2bfloat162_rn(float low, float high) {
+  return __nv_bfloat162{__float2bfloat16_rn(low), __float2bfloat16_rn(high)};
+}
