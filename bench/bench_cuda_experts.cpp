@@ -186,7 +186,8 @@ int main(int argc, char** argv) {
     }
   }
   const double expert_bytes = 3.0 * static_cast<double>(matrix_bytes);
-  const auto per_layer = [&](Timing t) { return Timing{t.median_ms / static_cast<double>(s.layers), t.best_ms / static_cast<double>(s.layers)}; };
+  const auto per = [](Timing t, double n) { return Timing{t.median_ms / n, t.best_ms / n}; };
+  const auto per_layer = [&](Timing t) { return per(t, static_cast<double>(s.layers)); };
   auto bandwidth_fields = [&](double bytes, const Timing& t) {
     const double gbps = bytes / (t.best_ms * 1e6);
     return ", \"weight_bytes\": " + std::to_string(static_cast<int64_t>(bytes)) + ", \"gb_per_s\": " +
@@ -227,7 +228,7 @@ int main(int argc, char** argv) {
       parts[0].output = gate.as<float>(), parts[1].output = up.as<float>(), parts[2].output = out.as<float>();
     }
     const double bytes = static_cast<double>(q_bytes.size() + 2 * kv_bytes.size());
-    auto per_copy = [&](Timing t) { return Timing{t.median_ms / 8.0, t.best_ms / 8.0}; };
+    const auto per_copy = [&](Timing t) { return per(t, static_cast<double>(copies.size())); };
     const Timing fused = per_copy(time_it(context, reps, [&] {
       for (const auto& parts : copies) check(cuda::matmul_parts(context, parts.data(), 3, x.as<float>(), 1), "qkv");
     }));

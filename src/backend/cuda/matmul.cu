@@ -232,12 +232,12 @@ Status matmul_parts(Context& context, const MatmulPart* parts, size_t n_parts, c
   const DeviceWeight& first = parts[0].weight;
   const MatmulPart* end = parts + n_parts;
   for (const MatmulPart* part = parts; part != end; ++part) MOENAV_RETURN_IF_ERROR(check_weight(part->weight));
+  if (n_tokens <= 0) return ok_status();
   const bool ragged = first.cols % kChunk != 0;  // plain rows only (check_weight)
   const bool one_launch = n_tokens <= kMatvecMaxTokens && !ragged &&
                           std::all_of(parts, end, [&](const MatmulPart& part) {
                             return part.weight.dtype == first.dtype && part.weight.cols == first.cols;
                           });
-  if (n_tokens <= 0) return ok_status();
   if (!one_launch) {  // prefill's GEMMs, ragged rows, or parts that differ: one by one
     for (const MatmulPart* part = parts; part != end; ++part) {
       if (part->weight.rows <= 0) continue;
