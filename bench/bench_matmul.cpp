@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "backend/cpu/matmul.h"
+#include "core/host_buffer.h"
 #include "core/thread_pool.h"
 #include "quant/quant.h"
 
@@ -102,12 +103,13 @@ std::map<std::string, Result>& results() {
 
 // Weights of `rows` x `cols`: a few rows quantized from Gaussian data, repeated (quantizing
 // 100 MB with the reference k-quant quantizers would take minutes; the kernels do not care).
-std::vector<uint8_t> make_weights(DType dtype, int64_t rows, int64_t cols) {
+// In huge pages, as the engine holds weights (core/host_buffer.h).
+moenav::HostBuffer make_weights(DType dtype, int64_t rows, int64_t cols) {
   constexpr int64_t kDistinctRows = 16;
   std::mt19937 rng(42);
   std::normal_distribution<float> normal(0.0f, 0.05f);
   const int64_t row_bytes = moenav::dtype_bytes(dtype, cols);
-  std::vector<uint8_t> bytes(static_cast<size_t>(row_bytes * rows));
+  moenav::HostBuffer bytes(row_bytes * rows);
   std::vector<float> row(static_cast<size_t>(cols));
   for (int64_t r = 0; r < std::min(rows, kDistinctRows); ++r) {
     for (float& v : row) v = normal(rng);
@@ -129,7 +131,7 @@ class BandwidthProbe {
   static constexpr int64_t kWindow = kWords / 8;
   static constexpr int64_t kWindows = kWords / kWindow;
 
-  BandwidthProbe() : buffer_(static_cast<size_t>(kWords)), partial_(256) {
+  BandwidthProbe() : memory_(kWords * int64_t{sizeof(uint64_t)}), partial_(256) {
     pool().parallel_for(kWords, [&](int64_t begin, int64_t end) {  // first touch by the readers
       for (int64_t i = begin; i < end; ++i) buffer_[i] = static_cast<uint64_t>(i & 7);
     });
@@ -161,7 +163,8 @@ class BandwidthProbe {
   }
 
  private:
-  std::vector<uint64_t> buffer_;
+  moenav::HostBuffer memory_;  // huge pages, as the weights
+  uint64_t* buffer_ = reinterpret_cast<uint64_t*>(memory_.data());
   std::vector<uint64_t> partial_;
 };
 
@@ -184,9 +187,12 @@ double measured_bandwidth_gbps() {
 
 void run_case(benchmark::State& state, const std::string& kind, DType dtype, int64_t rows,
               int64_t cols, int64_t tokens, int copies) {
-  std::vector<std::vector<uint8_t>> weights(static_cast<size_t>(copies));
-  weights[0] = make_weights(dtype, rows, cols);
-  for (int c = 1; c < copies; ++c) weights[c] = weights[0];
+  std::vector<moenav::HostBuffer> weights;
+  weights.push_back(make_weights(dtype, rows, cols));
+  for (int c = 1; c < copies; ++c) {
+    weights.emplace_back(weights[0].size());
+    std::memcpy(weights[c].data(), weights[0].data(), static_cast<size_t>(weights[0].size()));
+  }
   std::vector<TensorView> views;
   for (const auto& copy : weights)
     views.push_back(TensorView{dtype, moenav::Shape{rows, cols}, copy.data()});

@@ -114,10 +114,10 @@ double disk_bandwidth(const Model& model, int threads) {
     std::vector<std::thread> workers;
     for (int t = 0; t < threads; ++t) {
       workers.emplace_back([&] {
-        AlignedBuffer slot((*reader)->slot_bytes());
+        HostBuffer slot((*reader)->slot_bytes());
         for (size_t i = next++; i < experts.size() * 4; i = next++) {
           const auto& [layer, expert] = experts[i % experts.size()];
-          auto got = (*reader)->read(layer, expert, slot.data);
+          auto got = (*reader)->read(layer, expert, slot.data());
           if (got.ok()) bytes += *got;
         }
       });

@@ -98,6 +98,8 @@ if [ "${BIG:-0}" = 1 ]; then
   bench mixtral-cuda-experts-on-cpu "$big" --backend cuda --cache-size 0 --miss-policy cpu \
       --prompt-tokens 64 --gen-tokens 64 --reps 3
   bench mixtral-cpu "$big" --backend cpu --prompt-tokens 64 --gen-tokens 64 --reps 3
+  # The same from the file mapping's 4 KiB pages instead of huge-page copies (weights.load).
+  bench mixtral-cpu-mmap "$big" --backend cpu --weights-load mmap --prompt-tokens 8 --gen-tokens 32 --reps 1
 fi
 if [ "${TUNE:-0}" = 1 ]; then  # issue 8 on the GPU: within 20 minutes, TPOT against llama.cpp's 22.3 tokens/s
   start=$SECONDS

@@ -25,6 +25,9 @@ struct TypeRule {
 struct WeightsConfig {
   std::string type;  // "" = as stored in the file
   std::vector<TypeRule> rules;
+  // "copy": the matrices the CPU computes from are copied out of the file mapping into huge-page
+  // host memory at load (faster to stream); "mmap": used in place from the mapping
+  std::string load = "copy";
 };
 
 struct DeviceConfig {

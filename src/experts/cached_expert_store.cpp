@@ -97,11 +97,11 @@ void CachedExpertStore::wait_ready(int32_t slot) {
 
 FfnWeights CachedExpertStore::read_staged(int64_t layer, int32_t expert) {
   const auto start = std::chrono::steady_clock::now();
-  auto bytes = reader_->read(layer, expert, staging_.data);
+  auto bytes = reader_->read(layer, expert, staging_.data());
   if (!bytes.ok()) io_failure(bytes.status());
   disk_bytes_ += *bytes;
   stall_seconds_ += seconds_since(start);
-  return reader_->weights_in(layer, expert, staging_.data);
+  return reader_->weights_in(layer, expert, staging_.data());
 }
 
 void CachedExpertStore::begin_layer(const LayerPlan& plan) {

@@ -57,7 +57,7 @@ class CachedExpertStore final : public ExpertStore {
     FfnWeights weights;                 // views into the slot for its current expert
   };
   CachedExpertStore(const Model& model, CachedStoreParts parts);
-  uint8_t* slot_data(int32_t slot) const { return slot_memory_.data + slot * reader_->slot_bytes(); }
+  uint8_t* slot_data(int32_t slot) const { return slot_memory_.data() + slot * reader_->slot_bytes(); }
   void issue(const SlotLoad& load, bool urgent);
   void wait_ready(int32_t slot);
   FfnWeights read_staged(int64_t layer, int32_t expert);
@@ -68,8 +68,8 @@ class CachedExpertStore final : public ExpertStore {
   std::unique_ptr<ExpertReader> reader_;
   std::unique_ptr<LowBitExperts> lowbit_;
   std::unique_ptr<Prefetcher> prefetcher_;
-  AlignedBuffer slot_memory_;                  // [slots, slot_bytes]
-  AlignedBuffer staging_;                      // [slot_bytes] one transient expert
+  HostBuffer slot_memory_;                     // [slots, slot_bytes]
+  HostBuffer staging_;                         // [slot_bytes] one transient expert
   std::unique_ptr<SlotState[]> slot_states_;
   std::vector<uint8_t> essential_;
   std::vector<SlotLoad> loads_;

@@ -68,8 +68,8 @@ Expected<std::unique_ptr<ExpertReader>> ExpertReader::create(const Model& model,
   }
   // Some file systems accept O_DIRECT at open and refuse the reads: probe once.
   if (reader->direct_ && !reader->files_.empty()) {
-    AlignedBuffer probe(kIoAlignment);
-    if (::pread(reader->files_[0].fd, probe.data, kIoAlignment, 0) < 0 && errno == EINVAL) {
+    HostBuffer probe(kIoAlignment);
+    if (::pread(reader->files_[0].fd, probe.data(), kIoAlignment, 0) < 0 && errno == EINVAL) {
       reader->direct_ = false;
       for (File& file : reader->files_) {
         ::close(file.fd);
@@ -176,23 +176,6 @@ FfnWeights ExpertReader::weights_in(int64_t layer, int32_t expert, const uint8_t
   weights.up.data = slot + where.matrix_offset[1];
   weights.down.data = slot + where.matrix_offset[2];
   return weights;  // biases stay where the loader put them
-}
-
-AlignedBuffer::AlignedBuffer(int64_t size) : bytes(align_up(std::max<int64_t>(size, 1))) {
-  data = static_cast<uint8_t*>(std::aligned_alloc(kIoAlignment, static_cast<size_t>(bytes)));
-  MOENAV_CHECK(data != nullptr);
-}
-
-AlignedBuffer::~AlignedBuffer() { std::free(data); }
-
-AlignedBuffer& AlignedBuffer::operator=(AlignedBuffer&& other) noexcept {
-  if (this != &other) {
-    std::free(data);
-    data = other.data;
-    bytes = other.bytes;
-    other.data = nullptr;
-  }
-  return *this;
 }
 
 IoQueue::IoQueue(int threads, int64_t max_bytes_in_flight) : max_in_flight_(max_bytes_in_flight) {

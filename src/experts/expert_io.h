@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/host_buffer.h"
 #include "model/model_weights.h"
 #include "moenav/status.h"
 
@@ -79,17 +80,6 @@ class ExpertReader {
   std::vector<File> files_;
   std::vector<Layout> layouts_;  // [n_layers * n_experts]
   int64_t slot_bytes_ = 0;
-};
-
-// Memory for expert bytes, aligned for O_DIRECT.
-struct AlignedBuffer {
-  AlignedBuffer() = default;
-  explicit AlignedBuffer(int64_t bytes);
-  ~AlignedBuffer();
-  AlignedBuffer(AlignedBuffer&& other) noexcept : data(other.data), bytes(other.bytes) { other.data = nullptr; }
-  AlignedBuffer& operator=(AlignedBuffer&& other) noexcept;
-  uint8_t* data = nullptr;
-  int64_t bytes = 0;
 };
 
 // Asynchronous I/O workers. Jobs run in submission order, urgent (demand) jobs before prefetch

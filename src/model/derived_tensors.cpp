@@ -16,8 +16,7 @@ std::vector<float> tensor_to_f32(const TensorView& view) {
 Status add_derived_tensor(Model& model, const std::string& name, DType dtype, const Shape& shape,
                           const std::vector<float>& values, const std::string& source_file) {
   if (!quant::can_quantize(dtype) || is_quantized(dtype)) dtype = DType::F32;
-  std::vector<uint8_t>& bytes =
-      model.owned_tensors.emplace_back(static_cast<size_t>(dtype_bytes(dtype, shape.elements())));
+  HostBuffer& bytes = model.owned_tensors.emplace_back(dtype_bytes(dtype, shape.elements()));
   quant::quantize_row(dtype, values.data(), bytes.data(), shape.elements());
   TensorInfo info;
   info.name = name;
@@ -25,7 +24,7 @@ Status add_derived_tensor(Model& model, const std::string& name, DType dtype, co
   info.view.shape = shape;
   info.view.data = bytes.data();
   info.file = source_file;
-  info.bytes = static_cast<int64_t>(bytes.size());
+  info.bytes = bytes.size();
   return model.tensors.add_tensor(std::move(info));
 }
 

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "core/host_buffer.h"
 #include "io/gguf.h"
 #include "io/weight_index.h"
 #include "model/arch/architecture.h"
@@ -24,8 +25,9 @@ struct Model {
   ModelWeights weights;
   std::shared_ptr<GgufFile> gguf;  // metadata (tokenizer, chat template) when loaded from GGUF
   std::vector<std::vector<float>> owned_f32;  // small vectors converted to f32 at load
-  // Tensors built at load from a checkpoint's own layout (model/derived_tensors.h).
-  std::vector<std::vector<uint8_t>> owned_tensors;
+  // Tensors built at load: from a checkpoint's own layout (model/derived_tensors.h), converted
+  // to another type (weight_conversion.h) or copied out of the mapping (host_weights.h).
+  std::vector<HostBuffer> owned_tensors;
 
   int64_t total_bytes() const;   // all tensor bytes
   int64_t expert_bytes() const;  // routed experts' bytes

@@ -68,35 +68,12 @@ Expected<WeightTypeRule> parse_rule(std::string_view pattern, std::string_view t
   return WeightTypeRule{std::string(pattern), *parsed};
 }
 
-// Every matrix view the forward pass reads (vectors are f32 copies and never change type).
-std::vector<TensorView*> matrix_views(ModelWeights& weights) {
-  std::vector<TensorView*> views = {&weights.token_embedding, &weights.output};
-  auto add_ffn = [&](FfnWeights& ffn) { views.insert(views.end(), {&ffn.gate, &ffn.up, &ffn.down}); };
-  for (LayerWeights& layer : weights.layers) {
-    views.insert(views.end(), {&layer.attn_q, &layer.attn_k, &layer.attn_v, &layer.attn_output,
-                               &layer.router});
-    MlaWeights& mla = layer.mla;
-    views.insert(views.end(), {&mla.q_a, &mla.q_b, &mla.q, &mla.kv_a, &mla.k_b, &mla.v_b});
-    for (FfnWeights& expert : layer.experts) add_ffn(expert);
-    add_ffn(layer.shared_expert);
-    add_ffn(layer.dense);
-  }
-  std::erase_if(views, [](const TensorView* view) { return view->empty(); });
-  return views;
-}
-
-bool view_inside(const TensorView& view, const TensorView& tensor) {
-  const auto* begin = static_cast<const uint8_t*>(tensor.data);
-  const auto* data = static_cast<const uint8_t*>(view.data);
-  return data >= begin && data < begin + tensor.bytes() && view.cols() == tensor.cols();
-}
-
 // One tensor to convert: where it comes from and the buffer it goes to.
 struct Conversion {
   std::string name;
   TensorView source;
   DType type;
-  std::vector<uint8_t>* destination;
+  HostBuffer* destination;
 };
 
 // Encodes every conversion, tensors shared out among the hardware threads.
@@ -133,6 +110,28 @@ void print_notes(const std::map<std::string, std::set<std::string>>& notes) {
 }
 
 }  // namespace
+
+std::vector<TensorView*> matrix_views(ModelWeights& weights) {
+  std::vector<TensorView*> views = {&weights.token_embedding, &weights.output};
+  auto add_ffn = [&](FfnWeights& ffn) { views.insert(views.end(), {&ffn.gate, &ffn.up, &ffn.down}); };
+  for (LayerWeights& layer : weights.layers) {
+    views.insert(views.end(), {&layer.attn_q, &layer.attn_k, &layer.attn_v, &layer.attn_output,
+                               &layer.router});
+    MlaWeights& mla = layer.mla;
+    views.insert(views.end(), {&mla.q_a, &mla.q_b, &mla.q, &mla.kv_a, &mla.k_b, &mla.v_b});
+    for (FfnWeights& expert : layer.experts) add_ffn(expert);
+    add_ffn(layer.shared_expert);
+    add_ffn(layer.dense);
+  }
+  std::erase_if(views, [](const TensorView* view) { return view->empty(); });
+  return views;
+}
+
+bool view_inside(const TensorView& view, const TensorView& tensor) {
+  const auto* begin = static_cast<const uint8_t*>(tensor.data);
+  const auto* data = static_cast<const uint8_t*>(view.data);
+  return data >= begin && data < begin + tensor.bytes() && view.cols() == tensor.cols();
+}
 
 Expected<DType> parse_weight_type(std::string_view text) {
   const std::optional<DType> type = dtype_from_name(text);
@@ -250,8 +249,8 @@ Status convert_weights(Model& model, const WeightsConfig& config) {
   if (conversions.empty()) return ok_status();
   model.owned_tensors.reserve(model.owned_tensors.size() + conversions.size());  // keeps pointers
   for (Conversion& conversion : conversions) {
-    conversion.destination = &model.owned_tensors.emplace_back(
-        static_cast<size_t>(dtype_bytes(conversion.type, conversion.source.shape.elements())));
+    conversion.destination =
+        &model.owned_tensors.emplace_back(dtype_bytes(conversion.type, conversion.source.shape.elements()));
   }
   run_conversions(conversions);
   // Point the views and the index at the converted bytes; the mapping is no longer read.

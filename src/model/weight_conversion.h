@@ -36,6 +36,11 @@ struct WeightTypeChoice {
   std::string note;
 };
 
+// Every matrix view the forward pass reads (vectors are f32 copies and never change type).
+std::vector<TensorView*> matrix_views(ModelWeights& weights);
+// True when `view` (an expert of a stacked tensor, or the whole) lies inside `tensor`.
+bool view_inside(const TensorView& view, const TensorView& tensor);
+
 class WeightTypePlan {
  public:
   // From weights.type ("" keeps each tensor's type) and weights.rules; names the bad entry.

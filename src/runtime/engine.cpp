@@ -11,6 +11,7 @@
 #include "core/thread_pool.h"
 #include "experts/expert_store.h"
 #include "experts/store_factory.h"
+#include "model/host_weights.h"
 #include "layers/attention.h"
 #include "layers/attention_mla.h"
 #include "layers/ffn.h"
@@ -66,6 +67,15 @@ Expected<std::unique_ptr<Tokenizer>> load_tokenizer(const Model& model) {
   return std::make_unique<Tokenizer>(std::move(tokenizer).value());
 }
 
+// What weights.load "copy" copies: what the CPU computes from, unless the disk tier reads it.
+HostCopy host_copy(const EngineConfig& config, const MemoryPlan& plan) {
+  if (config.weights.load != "copy") return HostCopy::None;
+  if (config.device.backend == "cuda") {  // the experts a device cache copies in and the CPU may compute
+    return config.placement.expert_cache.size != "all" ? HostCopy::Experts : HostCopy::None;
+  }
+  return plan.cached ? HostCopy::NonExperts : HostCopy::All;
+}
+
 }  // namespace
 
 Expected<std::unique_ptr<Engine>> Engine::create(const std::string& model_path,
@@ -103,6 +113,9 @@ Expected<std::unique_ptr<Engine>> Engine::create(const std::string& model_path,
   MOENAV_ASSIGN_OR_RETURN(std::unique_ptr<ExpertStore> store,
                           create_expert_store(*engine->model_, store_config, engine->context_,
                                               engine->pool_->size()));
+  MOENAV_RETURN_IF_ERROR(copy_weights_to_host_memory(*engine->model_, host_copy(config, store->memory_plan()),
+                                                     *engine->pool_)
+                             .status());
   engine->state_.reset(new State{Rope(model),
                                  std::move(policy),
                                  std::move(store),

@@ -133,6 +133,10 @@ std::vector<ConfigOption> make_options() {
       option<std::vector<TypeRule>>("weights.rules", "--weights-rules",
                                     "Per-tensor type rules [{\"match\":..,\"type\":..}]",
                                     MOENAV_FIELD(weights.rules)),
+      option<std::string>("weights.load", "--weights-load",
+                          "copy: matrices the CPU computes from are copied into huge-page memory at "
+                          "load (faster decode); mmap: used in place from the file mapping",
+                          MOENAV_FIELD(weights.load), one_of({"copy", "mmap"})),
       option<std::string>("device.backend", "--backend", "Compute backend: cpu or cuda",
                           MOENAV_FIELD(device.backend), one_of({"cpu", "cuda"})),
       option<std::string>("device.gpu_memory", "--gpu-memory", "GPU memory budget, e.g. 16GiB",

@@ -47,14 +47,14 @@ TEST(ExpertReader, SlotsHoldTheMappingsBytesInEveryMode) {
       std::fprintf(stderr, "note: this file system refuses O_DIRECT; buffered reads were used\n");
     }
     EXPECT_EQ((*reader)->slot_bytes() % kIoAlignment, 0);
-    AlignedBuffer slot((*reader)->slot_bytes());
+    HostBuffer slot((*reader)->slot_bytes());
     for (int64_t layer = 0; layer < tiny().config.n_layers; ++layer) {
       for (int32_t expert = 0; expert < tiny().config.n_experts; ++expert) {
-        std::memset(slot.data, 0xab, static_cast<size_t>(slot.bytes));
-        auto read = (*reader)->read(layer, expert, slot.data);
+        std::memset(slot.data(), 0xab, static_cast<size_t>(slot.size()));
+        auto read = (*reader)->read(layer, expert, slot.data());
         ASSERT_TRUE(read.ok()) << read.error();
         EXPECT_GE(*read, (*reader)->payload_bytes(layer, expert));
-        const FfnWeights in_slot = (*reader)->weights_in(layer, expert, slot.data);
+        const FfnWeights in_slot = (*reader)->weights_in(layer, expert, slot.data());
         const FfnWeights& mapped = tiny().weights.layers[static_cast<size_t>(layer)].experts[static_cast<size_t>(expert)];
         EXPECT_TRUE(same_bytes(in_slot.gate, mapped.gate));
         EXPECT_TRUE(same_bytes(in_slot.up, mapped.up));
