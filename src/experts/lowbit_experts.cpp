@@ -49,7 +49,7 @@ Expected<std::unique_ptr<LowBitExperts>> LowBitExperts::create(const Model& mode
       for (TensorView* view : {&copy.gate, &copy.up, &copy.down}) {
         const int64_t cols = view->cols(), rows = view->rows();
         const int64_t row_bytes = dtype_bytes(type, cols);
-        std::vector<uint8_t>& bytes = copies->storage_.emplace_back(static_cast<size_t>(rows * row_bytes));
+        HostBuffer& bytes = copies->storage_.emplace_back(rows * row_bytes);
         row.resize(static_cast<size_t>(cols));
         for (int64_t r = 0; r < rows; ++r) {
           quant::dequantize_row(view->dtype, view->row(r), row.data(), cols);

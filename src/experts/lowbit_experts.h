@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "core/host_buffer.h"
 #include "model/model_weights.h"
 #include "moenav/status.h"
 
@@ -31,7 +32,7 @@ class LowBitExperts {
  private:
   int64_t n_experts_ = 0;
   std::vector<FfnWeights> weights_;             // [n_layers * n_experts]
-  std::vector<std::vector<uint8_t>> storage_;   // one buffer per matrix
+  std::vector<HostBuffer> storage_;              // one buffer per matrix
   int64_t bytes_ = 0;
 };
 
