@@ -76,7 +76,7 @@ Expected<int64_t> copy_weights_to_host_memory(Model& model, HostCopy which, Thre
                                     [&](const TensorView* view) { return view_inside(*view, info.view); });
     if (!chosen) continue;
     copies.push_back({name, info.view, file, nullptr});
-    total += (info.view.bytes() + 63) / 64 * 64;  // each tensor 64-byte aligned, as in the file
+    total += (info.view.bytes() + 63) / 64 * 64;  // each tensor on a cache line of its own
   }
   if (copies.empty()) return int64_t{0};
   HostBuffer* buffer = nullptr;
