@@ -2,6 +2,7 @@
 // validation. Config files, flags, environment variables and server requests all go through it.
 #include "moenav/engine_config.h"
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
@@ -283,11 +284,10 @@ Expected<EngineConfig> config_from_file(const std::string& path) {
 json config_to_json(const EngineConfig& config) {
   json document = json::object();
   for (const ConfigOption& row : config_options()) {
-    document[json::json_pointer("/" + [&] {
-      std::string pointer(row.path);
-      for (char& c : pointer) if (c == '.') c = '/';
-      return pointer;
-    }())] = row.get(config);
+    std::string pointer = "/";  // "device.threads" -> "/device/threads"
+    pointer += row.path;
+    std::replace(pointer.begin(), pointer.end(), '.', '/');
+    document[json::json_pointer(pointer)] = row.get(config);
   }
   return document;
 }
