@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstring>
 #include <new>
+#include <unordered_set>
 
 #include "model/weight_conversion.h"
 
@@ -14,13 +15,15 @@ namespace {
 
 constexpr int64_t kChunkBytes = int64_t{8} << 20;  // a thread's unit of copying
 
-bool is_expert_view(const ModelWeights& weights, const TensorView* view) {
+// Each tensor starts on a cache line of its own.
+int64_t padded(int64_t bytes) { return (bytes + 63) / 64 * 64; }
+
+std::unordered_set<const TensorView*> expert_views(const ModelWeights& weights) {
+  std::unordered_set<const TensorView*> views;
   for (const LayerWeights& layer : weights.layers) {
-    for (const FfnWeights& expert : layer.experts) {
-      if (view == &expert.gate || view == &expert.up || view == &expert.down) return true;
-    }
+    for (const FfnWeights& expert : layer.experts) views.insert({&expert.gate, &expert.up, &expert.down});
   }
-  return false;
+  return views;
 }
 
 // The mapped file that holds the tensor's bytes, or null.
@@ -36,6 +39,7 @@ struct Copy {
   std::string name;
   TensorView source;
   const MappedFile* file = nullptr;
+  std::vector<TensorView*> views;  // the chosen views inside source
   uint8_t* destination = nullptr;
 };
 
@@ -62,8 +66,9 @@ Status read_chunk(const Copy& copy, int64_t at, int64_t bytes) {
 Expected<int64_t> copy_weights_to_host_memory(Model& model, HostCopy which, ThreadPool& pool) {
   if (which == HostCopy::None) return int64_t{0};
   std::vector<TensorView*> views = matrix_views(model.weights);
+  const std::unordered_set<const TensorView*> experts = expert_views(model.weights);
   std::erase_if(views, [&](const TensorView* view) {
-    const bool expert = is_expert_view(model.weights, view);
+    const bool expert = experts.count(view) > 0;
     return (which == HostCopy::Experts && !expert) || (which == HostCopy::NonExperts && expert);
   });
   // Whole tensors of the mapping that hold a chosen view, laid out in one buffer.
@@ -72,11 +77,13 @@ Expected<int64_t> copy_weights_to_host_memory(Model& model, HostCopy which, Thre
   for (const auto& [name, info] : model.tensors.tensors()) {
     const MappedFile* file = mapping_of(model.tensors, info.view);
     if (file == nullptr) continue;
-    const bool chosen = std::any_of(views.begin(), views.end(),
-                                    [&](const TensorView* view) { return view_inside(*view, info.view); });
-    if (!chosen) continue;
-    copies.push_back({name, info.view, file, nullptr});
-    total += (info.view.bytes() + 63) / 64 * 64;  // each tensor on a cache line of its own
+    Copy copy{name, info.view, file, {}, nullptr};
+    for (TensorView* view : views) {
+      if (view_inside(*view, info.view)) copy.views.push_back(view);
+    }
+    if (copy.views.empty()) continue;
+    copies.push_back(std::move(copy));
+    total += padded(info.view.bytes());
   }
   if (copies.empty()) return int64_t{0};
   HostBuffer* buffer = nullptr;
@@ -92,7 +99,7 @@ Expected<int64_t> copy_weights_to_host_memory(Model& model, HostCopy which, Thre
     copies[i].destination = buffer->data() + offset;
     const int64_t bytes = copies[i].source.bytes();
     for (int64_t at = 0; at < bytes; at += kChunkBytes) chunks.emplace_back(i, at);
-    offset += (bytes + 63) / 64 * 64;
+    offset += padded(bytes);
   }
   std::vector<Status> failures(static_cast<size_t>(pool.size()));
   pool.run([&](int thread, int n_threads) {
@@ -104,8 +111,7 @@ Expected<int64_t> copy_weights_to_host_memory(Model& model, HostCopy which, Thre
   });
   for (const Status& failure : failures) MOENAV_RETURN_IF_ERROR(failure);
   for (const Copy& copy : copies) {
-    for (TensorView* view : views) {
-      if (!view_inside(*view, copy.source)) continue;
+    for (TensorView* view : copy.views) {
       view->data = copy.destination + (static_cast<const uint8_t*>(view->data) -
                                        static_cast<const uint8_t*>(copy.source.data));
     }
